@@ -1,0 +1,31 @@
+# Quick start: `make run` serves the service, `make test` runs the checks and the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	CDS_AUTH=off $(BIN)/uvicorn cds_service.app:app --host 127.0.0.1 --port 8000
+
+check: $(STAMP)
+	$(BIN)/ruff check cds_service tests
+	$(BIN)/ruff format --check cds_service tests
+	$(BIN)/mypy cds_service
+
+format: $(STAMP)
+	$(BIN)/ruff format cds_service tests
+	$(BIN)/ruff check --fix cds_service tests
+
+test: check
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
