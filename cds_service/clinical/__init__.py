@@ -1,0 +1,1 @@
+"""The pure clinical core: facts, assessment, regimen. No web framework, no HTTP client."""

@@ -1,0 +1,225 @@
+"""Assessment: deficiency status (D-rules), type (T-rules), safety and severity (S-rules).
+
+The D-rules are the fixed diagnostic algorithm of the protocol with thresholds from the profile;
+T- and S-rules are read from the tables. Everything that fired keeps its evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.expressions import Scope, evaluate
+from cds_service.clinical.facts import CodedRecord, Evidence, Facts, LabResult
+from cds_service.clinical.units import display_value, threshold_value
+from cds_service.protocol import Protocol
+from cds_service.protocol.model import Cause, Profile, SafetyRule, TypeRule
+
+CONFIRMED = "confirmed"
+INDETERMINATE = "indeterminate"
+NOT_DEFICIENT = "not-deficient"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A safety rule that fired, with what it saw."""
+
+    rule: SafetyRule
+    evidence: tuple[Evidence, ...]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    profile_name: str
+    profile: Profile
+    day: date
+    facts: Facts
+    status: str
+    deficiency_rules: tuple[str, ...]
+    deficiency_evidence: tuple[Evidence, ...]
+    type_rule: TypeRule | None
+    causes: tuple[Cause, ...]
+    cause_evidence: tuple[Evidence, ...]
+    findings: tuple[Finding, ...]
+    b12_therapy: tuple[CodedRecord, ...]
+
+    @property
+    def type(self) -> str | None:
+        return self.type_rule.type if self.type_rule else None
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return frozenset(f.rule.id for f in self.findings)
+
+    @property
+    def severity(self) -> str:
+        return "severe" if any(f.rule.severity == "severe" for f in self.findings) else "not-severe"
+
+    @property
+    def lifelong(self) -> bool:
+        return any(c.lifelong for c in self.causes)
+
+    @property
+    def unusable(self) -> tuple[LabResult, ...]:
+        return self.facts.unusable_results
+
+    @property
+    def schedule_allowed(self) -> bool:
+        """A regimen may be computed: confirmed, a treatable type, nothing contraindicating it."""
+        return (
+            self.status == CONFIRMED
+            and self.type_rule is not None
+            and self.type_rule.schedule
+            and not any(f.rule.blocks_schedule for f in self.findings)
+        )
+
+    @property
+    def new_course(self) -> bool:
+        """A new treatment course is proposed (no current therapy to continue instead)."""
+        return self.schedule_allowed and not any(f.rule.no_new_course for f in self.findings)
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        ids = list(self.deficiency_rules)
+        if self.type_rule:
+            ids.append(self.type_rule.id)
+        ids += [f.rule.id for f in self.findings]
+        return tuple(ids)
+
+
+class Assessor:
+    """Holds the protocol and its code index so each assessment is only rule evaluation."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.codes = CodeIndex(protocol)
+
+    def assess(self, facts: Facts, *, day: date, profile: str | None = None) -> Assessment:
+        prof = self.protocol.profile(profile)
+        profile_name = profile or self.protocol.profiles.default
+        therapy = tuple(
+            r
+            for r in (*facts.medications, *facts.draft_medications)
+            if self.codes.matches("b12_product", r.codings, r.words)
+        )
+        scope = Scope(self.protocol, prof, facts, self.codes, day, b12_therapy=therapy)
+        status, d_rules, d_evidence = self._deficiency(scope)
+        scope.status = status
+
+        type_rule: TypeRule | None = None
+        causes: list[Cause] = []
+        cause_evidence: list[Evidence] = []
+        if status == CONFIRMED:
+            for rule in self.protocol.rules.type_rules:
+                for cause in rule.causes:
+                    ok, found = evaluate(cause.when, scope)
+                    if ok:
+                        causes.append(cause)
+                        cause_evidence += found
+                if causes:
+                    type_rule = rule
+                    break
+
+        findings = []
+        for s_rule in self.protocol.rules.safety_rules:
+            ok, found = evaluate(s_rule.when, scope)
+            if ok:
+                findings.append(Finding(s_rule, tuple(_unique(found))))
+
+        return Assessment(
+            profile_name=profile_name,
+            profile=prof,
+            day=day,
+            facts=facts,
+            status=status,
+            deficiency_rules=tuple(d_rules),
+            deficiency_evidence=tuple(_unique(d_evidence)),
+            type_rule=type_rule,
+            causes=tuple(causes),
+            cause_evidence=tuple(_unique(cause_evidence)),
+            findings=tuple(findings),
+            b12_therapy=therapy,
+        )
+
+    def _deficiency(self, scope: Scope) -> tuple[str, list[str], list[Evidence]]:
+        facts, thresholds = scope.facts, scope.profile.thresholds
+        analytes = self.protocol.observations.analytes
+        fired: list[str] = []
+        evidence: list[Evidence] = []
+
+        d1 = [
+            Evidence(r.reference, r.label, r.date)
+            for r in facts.conditions
+            if self.codes.matches("b12_deficiency", r.codings, r.words)
+        ]
+        if d1:
+            fired.append("D1")
+            evidence += d1
+
+        def shown(result: LabResult) -> Evidence:
+            spec = analytes[result.analyte]
+            text = f"{spec.title} {display_value(result, spec)}"
+            return Evidence(result.reference, text, result.date_text)
+
+        b12 = facts.results.get("b12")
+        lab_status: str | None = None
+        if b12 is not None and b12.value is not None and b12.unit is not None:
+            spec = analytes["b12"]
+
+            def limit(name: str) -> float:
+                value = threshold_value(thresholds[name], b12.unit or "", spec)
+                if value is None:
+                    raise ValueError(f"threshold {name} has no value in {b12.unit}")
+                return value
+
+            value = b12.value
+            if value < limit("b12_deficient_below"):
+                lab_status, rule = CONFIRMED, "D2"
+            elif value <= limit("b12_normal_above"):
+                follow_up = [
+                    r
+                    for r in (facts.results.get("mma"), facts.results.get("homocysteine"))
+                    if r is not None and r.usable
+                ]
+                if follow_up:
+                    raised = any(self._raised(r, scope) for r in follow_up)
+                    lab_status, rule = (CONFIRMED if raised else NOT_DEFICIENT), "D3"
+                    evidence += [shown(r) for r in follow_up]
+                else:
+                    lab_status, rule = INDETERMINATE, "D4"
+            elif value > limit("b12_very_high_above") and not scope.b12_therapy:
+                lab_status, rule = NOT_DEFICIENT, "D7"
+            else:
+                lab_status, rule = NOT_DEFICIENT, "D5"
+            # A recorded diagnosis outranks a later normal or borderline value (protocol D5);
+            # lab rules that agree with it are still reported as evidence.
+            if not d1 or lab_status == CONFIRMED:
+                fired.append(rule)
+                evidence.insert(len(d1), shown(b12))
+            elif d1:
+                evidence.append(shown(b12))
+
+        if d1:
+            return CONFIRMED, fired, evidence
+        if lab_status is None:
+            fired.append("D6")
+            return UNKNOWN, fired, evidence
+        return lab_status, fired, evidence
+
+    def _raised(self, result: LabResult, scope: Scope) -> bool:
+        name = "mma_raised_above" if result.analyte == "mma" else "homocysteine_raised_above"
+        spec = self.protocol.observations.analytes[result.analyte]
+        limit = threshold_value(scope.profile.thresholds[name], result.unit or "", spec)
+        return limit is not None and result.value is not None and result.value > limit
+
+
+def _unique(items: list[Evidence]) -> list[Evidence]:
+    seen: set[Evidence] = set()
+    out = []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out

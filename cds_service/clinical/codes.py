@@ -1,0 +1,64 @@
+"""Code matching across SNOMED CT, ICD-10-CM (with or without the dot), LOINC and RxNorm.
+
+One index answers "which value sets contain this coding", so each resource is matched with a
+few dictionary look-ups instead of a scan of every value set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+from cds_service.protocol import Protocol
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def normalise(system: str, code: str) -> str:
+    code = code.strip()
+    if system == ICD10CM:
+        return code.replace(".", "").upper()
+    return code
+
+
+class CodeIndex:
+    """Value-set membership by coding and by whole words of text."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._exact: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._prefix: list[tuple[str, str, str]] = []
+        self._words: dict[str, re.Pattern[str]] = {}
+        for name, vs in protocol.codes.value_sets.items():
+            for entry in vs.codes:
+                system = protocol.system_url(entry.system)
+                key = (system, normalise(system, entry.code))
+                if entry.match == "prefix":
+                    self._prefix.append((system, key[1], name))
+                else:
+                    self._exact[key].add(name)
+            if vs.text:
+                alternatives = "|".join(re.escape(w.lower()) for w in vs.text)
+                self._words[name] = re.compile(rf"\b(?:{alternatives})\b")
+
+    def value_sets_of(self, codings: Iterable[tuple[str, str]]) -> set[str]:
+        found: set[str] = set()
+        for system, code in codings:
+            norm = normalise(system, code)
+            found |= self._exact.get((system, norm), set())
+            for p_system, prefix, name in self._prefix:
+                if system == p_system and norm.startswith(prefix):
+                    found.add(name)
+        return found
+
+    def matches(self, value_set: str, codings: Iterable[tuple[str, str]], words: str = "") -> bool:
+        if value_set in self.value_sets_of(codings):
+            return True
+        pattern = self._words.get(value_set)
+        return bool(pattern and words and pattern.search(words))
+
+    def known(self, codings: Iterable[tuple[str, str]], words: str = "") -> bool:
+        """Whether a resource could matter to any rule at all (used to skip the rest cheaply)."""
+        if self.value_sets_of(codings):
+            return True
+        return bool(words) and any(p.search(words) for p in self._words.values())

@@ -1,0 +1,329 @@
+"""FHIR R4 resources in, Facts out.
+
+Only resources a rule could read are validated (with the fhir.resources R4B models): they are
+picked on the raw JSON first by type, status and code, because validating a whole record costs
+far more than the rules themselves. Status filtering follows protocol section 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.facts import CodedRecord, Facts, LabResult
+from cds_service.clinical.units import read_qualitative, read_quantity
+from cds_service.protocol import Protocol
+
+Resource = Mapping[str, Any]
+
+CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
+NOT_TRUE = {"refuted", "entered-in-error"}
+OBSERVATION_STATUSES = {"final", "amended", "corrected", "preliminary"}
+MEDICATION_ACTIVE = {"active", "on-hold"}
+ALLERGY_ACTIVE = {"active"}
+
+
+class InvalidResourceError(ValueError):
+    """A resource the rules need is not valid FHIR R4; the message names it but holds no PHI."""
+
+
+@dataclass(frozen=True)
+class _Analytes:
+    by_code: dict[tuple[str, str], str]
+
+
+def _codings(concept: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(concept, Mapping):
+        return ()
+    out = []
+    for c in concept.get("coding") or ():
+        if isinstance(c, Mapping) and c.get("code"):
+            out.append((str(c.get("system") or ""), str(c["code"])))
+    return tuple(out)
+
+
+def _words(*concepts: Any) -> str:
+    parts: list[str] = []
+    for concept in concepts:
+        if isinstance(concept, Mapping):
+            if concept.get("text"):
+                parts.append(str(concept["text"]))
+            for c in concept.get("coding") or ():
+                if isinstance(c, Mapping) and c.get("display"):
+                    parts.append(str(c["display"]))
+        elif isinstance(concept, str):
+            parts.append(concept)
+    return " ".join(parts).lower()
+
+
+def _label(concept: Any) -> str:
+    if isinstance(concept, Mapping):
+        if concept.get("text"):
+            return str(concept["text"])
+        for c in concept.get("coding") or ():
+            if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
+                return str(c.get("display") or c.get("code"))
+    return "unnamed"
+
+
+def _status_code(concept: Any) -> str | None:
+    codes = [code for _, code in _codings(concept)]
+    return codes[0] if codes else None
+
+
+def _reference(resource: Resource) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id', 'unidentified')}"
+
+
+def _validate(resource: Resource) -> None:
+    kind = str(resource.get("resourceType"))
+    try:
+        get_fhir_model_class(kind).model_validate(resource)
+    except (ValidationError, ValueError, TypeError) as exc:
+        count = len(exc.errors()) if isinstance(exc, ValidationError) else 1
+        raise InvalidResourceError(
+            f"{_reference(resource)} is not valid FHIR R4 ({count} error(s))"
+        ) from None
+
+
+def _parse_when(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    try:
+        if len(text) <= 10:
+            parts = [int(p) for p in text.split("-")] + [1, 1]
+            return datetime(parts[0], parts[1], parts[2], tzinfo=UTC)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _effective(resource: Resource) -> datetime | None:
+    period = resource.get("effectivePeriod")
+    return (
+        _parse_when(resource.get("effectiveDateTime"))
+        or _parse_when(resource.get("effectiveInstant"))
+        or (_parse_when(period.get("start")) if isinstance(period, Mapping) else None)
+        or _parse_when(resource.get("issued"))
+    )
+
+
+def _medication_concept(resource: Resource) -> Any:
+    return resource.get("medicationCodeableConcept") or {}
+
+
+def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object] | None, Any]:
+    dosages = resource.get("dosageInstruction") or resource.get("dosage") or []
+    if not dosages or not isinstance(dosages[0], Mapping):
+        return None, None, None
+    first = dosages[0]
+    dose = None
+    for dr in first.get("doseAndRate") or ():
+        q = dr.get("doseQuantity") if isinstance(dr, Mapping) else None
+        if isinstance(q, Mapping) and q.get("value") is not None:
+            unit = str(q.get("code") or q.get("unit") or "").lower()
+            factor = {"ug": 1.0, "mcg": 1.0, "mg": 1000.0}.get(unit)
+            if factor is not None:
+                dose = float(q["value"]) * factor
+    timing = (
+        first.get("timing", {}).get("repeat") if isinstance(first.get("timing"), Mapping) else None
+    )
+    return dose, (dict(timing) if isinstance(timing, Mapping) else None), first.get("route")
+
+
+class FactExtractor:
+    """Builds Facts; holds the code indexes so they are built once per protocol, not per call."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.codes = CodeIndex(protocol)
+        by_code: dict[tuple[str, str], str] = {}
+        for name, analyte in protocol.observations.analytes.items():
+            for entry in analyte.codes:
+                by_code[(protocol.system_url(entry.system), entry.code)] = name
+        self._analytes = _Analytes(by_code)
+
+    def extract(
+        self,
+        resources: Iterable[Resource],
+        *,
+        patient_id: str | None = None,
+        draft_orders: Iterable[Resource] = (),
+    ) -> Facts:
+        patient: Resource | None = None
+        conditions: list[CodedRecord] = []
+        procedures: list[CodedRecord] = []
+        medications: list[CodedRecord] = []
+        allergies: list[CodedRecord] = []
+        drafts: list[CodedRecord] = []
+        draft_tests: list[CodedRecord] = []
+        latest: dict[str, tuple[datetime | None, Resource]] = {}
+
+        def keep_latest(analyte: str, res: Resource) -> None:
+            when = _effective(res)
+            current = latest.get(analyte)
+            epoch = datetime.min.replace(tzinfo=UTC)
+            if current is None or (when or epoch) > (current[0] or epoch):
+                latest[analyte] = (when, res)
+
+        for res in resources:
+            if not isinstance(res, Mapping):
+                continue
+            kind = res.get("resourceType")
+            if kind == "Patient":
+                if patient is None and (patient_id is None or res.get("id") == patient_id):
+                    _validate(res)
+                    patient = res
+            elif kind == "Condition":
+                record = self._condition(res)
+                if record:
+                    conditions.append(record)
+            elif kind == "Observation":
+                if res.get("status") not in OBSERVATION_STATUSES:
+                    continue
+                analyte = self._analyte_of(res)
+                if analyte:
+                    _validate(res)
+                    keep_latest(analyte, res)
+            elif kind == "Procedure":
+                if res.get("status") == "completed" and self.codes.known(_codings(res.get("code"))):
+                    _validate(res)
+                    procedures.append(
+                        self._coded(res, res.get("code"), res.get("performedDateTime"))
+                    )
+            elif kind in ("MedicationRequest", "MedicationStatement"):
+                status = res.get("status")
+                if kind == "MedicationRequest" and status == "draft":
+                    record = self._medication(res)
+                    if record:
+                        drafts.append(record)
+                elif status in MEDICATION_ACTIVE:
+                    record = self._medication(res)
+                    if record:
+                        medications.append(record)
+            elif kind == "AllergyIntolerance":
+                record = self._allergy(res)
+                if record:
+                    allergies.append(record)
+            elif kind == "ServiceRequest" and res.get("status") == "draft":
+                record = self._service_request(res)
+                if record:
+                    draft_tests.append(record)
+
+        for res in draft_orders:
+            if not isinstance(res, Mapping):
+                continue
+            if res.get("resourceType") == "MedicationRequest":
+                record = self._medication(res)
+                if record:
+                    drafts.append(record)
+            elif res.get("resourceType") == "ServiceRequest":
+                record = self._service_request(res)
+                if record:
+                    draft_tests.append(record)
+
+        results = {name: self._result(name, res, when) for name, (when, res) in latest.items()}
+        birth = _parse_when(patient.get("birthDate")) if patient else None
+        return Facts(
+            patient_id=str(patient["id"]) if patient and patient.get("id") else patient_id,
+            birth_date=birth.date() if birth else None,
+            gender=str(patient.get("gender")) if patient and patient.get("gender") else None,
+            conditions=tuple(conditions),
+            procedures=tuple(procedures),
+            medications=tuple(medications),
+            allergies=tuple(allergies),
+            draft_medications=tuple(drafts),
+            draft_service_requests=tuple(draft_tests),
+            results=results,
+        )
+
+    def _coded(self, res: Resource, concept: Any, when: Any = None) -> CodedRecord:
+        return CodedRecord(
+            reference=_reference(res),
+            codings=_codings(concept),
+            words=_words(concept),
+            label=_label(concept),
+            date=str(when)[:10] if when else None,
+            status=str(res.get("status")) if res.get("status") else None,
+        )
+
+    def _condition(self, res: Resource) -> CodedRecord | None:
+        if _status_code(res.get("clinicalStatus")) not in CONDITION_ACTIVE:
+            return None
+        if _status_code(res.get("verificationStatus")) in NOT_TRUE:
+            return None
+        if not self.codes.known(_codings(res.get("code"))):
+            return None
+        _validate(res)
+        when = res.get("onsetDateTime") or res.get("recordedDate")
+        return self._coded(res, res.get("code"), when)
+
+    def _allergy(self, res: Resource) -> CodedRecord | None:
+        if _status_code(res.get("clinicalStatus")) not in ALLERGY_ACTIVE:
+            return None
+        if _status_code(res.get("verificationStatus")) in NOT_TRUE:
+            return None
+        substances = [res.get("code")] + [
+            r.get("substance") for r in res.get("reaction") or () if isinstance(r, Mapping)
+        ]
+        codings = tuple(c for s in substances for c in _codings(s))
+        words = _words(*substances)
+        if not self.codes.known(codings, words):
+            return None
+        _validate(res)
+        return CodedRecord(
+            reference=_reference(res),
+            codings=codings,
+            words=words,
+            label=_label(res.get("code")),
+            date=str(res.get("recordedDate"))[:10] if res.get("recordedDate") else None,
+        )
+
+    def _medication(self, res: Resource) -> CodedRecord | None:
+        concept = _medication_concept(res)
+        codings, words = _codings(concept), _words(concept)
+        if not self.codes.known(codings, words):
+            return None
+        _validate(res)
+        dose, timing, route = _dose_and_timing(res)
+        return CodedRecord(
+            reference=_reference(res),
+            codings=codings,
+            words=words,
+            label=_label(concept),
+            date=str(res.get("authoredOn") or res.get("dateAsserted") or "")[:10] or None,
+            route_codings=_codings(route),
+            route_words=_words(route),
+            status=str(res.get("status")) if res.get("status") else None,
+            dose_ug=dose,
+            timing=timing,
+            has_prior_prescription=bool(res.get("priorPrescription")),
+        )
+
+    def _service_request(self, res: Resource) -> CodedRecord | None:
+        if not self.codes.known(_codings(res.get("code"))):
+            return None
+        _validate(res)
+        return self._coded(res, res.get("code"), res.get("authoredOn"))
+
+    def _analyte_of(self, res: Resource) -> str | None:
+        for coding in _codings(res.get("code")):
+            name = self._analytes.by_code.get(coding)
+            if name:
+                return name
+        return None
+
+    def _result(self, analyte: str, res: Resource, when: datetime | None) -> LabResult:
+        spec = self.protocol.observations.analytes[analyte]
+        reference = _reference(res)
+        if spec.qualitative:
+            return read_qualitative(analyte, reference, when, res, self.protocol)
+        return read_quantity(analyte, reference, when, res.get("valueQuantity"), spec)

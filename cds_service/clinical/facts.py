@@ -1,0 +1,86 @@
+"""The facts the rules read, extracted once from a patient's FHIR record.
+
+Rules never look at FHIR JSON directly: they see these small immutable records, so the same
+assessment runs on prefetch, fetched data, a CLI bundle or a $apply data Bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class CodedRecord:
+    """A Condition, Procedure, medication, allergy or order reduced to what the rules match on."""
+
+    reference: str
+    codings: tuple[tuple[str, str], ...]
+    words: str
+    label: str
+    date: str | None = None
+    route_codings: tuple[tuple[str, str], ...] = ()
+    route_words: str = ""
+    status: str | None = None
+    dose_ug: float | None = None
+    timing: dict[str, object] | None = None
+    has_prior_prescription: bool = False
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """The latest result of one analyte; `value` is in `unit`, the unit it is compared in."""
+
+    analyte: str
+    reference: str
+    when: datetime | None
+    shown: str
+    value: float | None = None
+    unit: str | None = None
+    positive: bool | None = None
+    problem: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    @property
+    def date_text(self) -> str:
+        return self.when.date().isoformat() if self.when else "undated"
+
+
+@dataclass(frozen=True)
+class Facts:
+    patient_id: str | None
+    birth_date: date | None
+    gender: str | None
+    conditions: tuple[CodedRecord, ...] = ()
+    procedures: tuple[CodedRecord, ...] = ()
+    medications: tuple[CodedRecord, ...] = ()
+    allergies: tuple[CodedRecord, ...] = ()
+    draft_medications: tuple[CodedRecord, ...] = ()
+    draft_service_requests: tuple[CodedRecord, ...] = ()
+    results: dict[str, LabResult] = field(default_factory=dict)
+
+    @property
+    def patient_reference(self) -> str | None:
+        return f"Patient/{self.patient_id}" if self.patient_id else None
+
+    def age_on(self, day: date) -> int | None:
+        if self.birth_date is None:
+            return None
+        b = self.birth_date
+        return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
+
+    @property
+    def unusable_results(self) -> tuple[LabResult, ...]:
+        return tuple(r for r in self.results.values() if not r.usable)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a rule saw: the resource it came from, in words a clinician reads, with its date."""
+
+    reference: str
+    text: str
+    date: str | None = None

@@ -1,0 +1,142 @@
+"""Regimen: the R-rule that applies, its phases with dates, and the monitoring plan (M-rules).
+
+Dates come from an explicit start date: there is no clock in here, so the same record and
+start date always give the same schedule.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from cds_service.clinical.assessment import Assessment
+from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.expressions import Scope, evaluate
+from cds_service.protocol import Protocol
+from cds_service.protocol.model import Duration, MonitoringRule, Phase, Regimen
+
+
+@dataclass(frozen=True)
+class ScheduledPhase:
+    phase: Phase
+    index: int
+    start: date
+    end: date | None
+
+    @property
+    def open_ended(self) -> bool:
+        return self.end is None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One regimen laid out in dates."""
+
+    rule_id: str
+    regimen_id: str
+    regimen: Regimen
+    phases: tuple[ScheduledPhase, ...]
+    lifelong: bool
+    recommended: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    assessment: Assessment
+    start: date
+    recommended: Schedule | None
+    alternatives: tuple[Schedule, ...]
+    monitoring: tuple[MonitoringRule, ...]
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        return ((self.recommended,) if self.recommended else ()) + self.alternatives
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        ids = list(self.assessment.rule_ids)
+        for schedule in self.schedules:
+            if schedule.rule_id not in ids:
+                ids.append(schedule.rule_id)
+        ids += [m.id for m in self.monitoring if m.id not in ids]
+        return tuple(sorted(ids, key=_rule_order))
+
+
+def _rule_order(rule_id: str) -> tuple[int, int]:
+    return ("DTSRM".index(rule_id[0]), int(rule_id[1:]))
+
+
+def add_duration(day: date, duration: Duration) -> date:
+    """The day after a period of `duration` that starts on `day`."""
+    if duration.unit == "d":
+        return day + timedelta(days=duration.value)
+    if duration.unit == "wk":
+        return day + timedelta(weeks=duration.value)
+    month = day.month - 1 + duration.value
+    year, month = day.year + month // 12, month % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def lay_out(
+    regimen: Regimen, start: date, *, lifelong: bool, review: Duration
+) -> tuple[ScheduledPhase, ...]:
+    """Chain the phases: each starts the day after the previous one ends (ends are inclusive)."""
+    out = []
+    day = start
+    for i, phase in enumerate(regimen.phases):
+        span = phase.duration or (None if lifelong else review)
+        end = add_duration(day, span) - timedelta(days=1) if span else None
+        out.append(ScheduledPhase(phase, i, day, end))
+        if end is None:
+            break
+        day = end + timedelta(days=1)
+    return tuple(out)
+
+
+class Planner:
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.codes = CodeIndex(protocol)
+
+    def plan(self, assessment: Assessment, *, start: date) -> Plan:
+        monitoring_with = [
+            m for m in self.protocol.rules.monitoring_rules if m.only_with in assessment.flags
+        ]
+        if not assessment.schedule_allowed:
+            return Plan(assessment, start, None, (), tuple(monitoring_with))
+        scope = Scope(
+            self.protocol,
+            assessment.profile,
+            assessment.facts,
+            self.codes,
+            assessment.day,
+            status=assessment.status,
+            type=assessment.type,
+            causes=frozenset(c.id for c in assessment.causes),
+            flags=assessment.flags,
+        )
+        for rule in assessment.profile.regimen_rules:
+            if evaluate(rule.when, scope)[0]:
+                break
+        else:
+            return Plan(assessment, start, None, (), tuple(monitoring_with))
+
+        def schedule(rule_id: str, regimen_id: str, recommended: bool) -> Schedule:
+            regimen = self.protocol.regimens.regimens[regimen_id]
+            phases = lay_out(
+                regimen,
+                start,
+                lifelong=assessment.lifelong,
+                review=assessment.profile.maintenance_review,
+            )
+            return Schedule(rule_id, regimen_id, regimen, phases, assessment.lifelong, recommended)
+
+        monitoring = [m for m in self.protocol.rules.monitoring_rules if m.only_with is None]
+        return Plan(
+            assessment,
+            start,
+            schedule(rule.id, rule.recommended, True),
+            tuple(schedule(a.rule, a.regimen, False) for a in rule.alternatives),
+            tuple(monitoring + monitoring_with),
+        )

@@ -1,0 +1,105 @@
+"""Reading laboratory values: UCUM units into the unit each threshold is written in.
+
+A unit missing from the protocol's table is never guessed; the result is kept, marked unusable,
+and named on the cards so the clinician knows why it was not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from cds_service.clinical.facts import LabResult
+from cds_service.protocol import Protocol
+from cds_service.protocol.model import Analyte
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_quantity(
+    analyte: str, reference: str, when: datetime | None, quantity: Any, spec: Analyte
+) -> LabResult:
+    if not isinstance(quantity, Mapping):
+        return LabResult(analyte, reference, when, "no numeric value", problem="no numeric value")
+    value = _number(quantity.get("value"))
+    unit = str(quantity.get("code") or quantity.get("unit") or "").strip()
+    comparator = str(quantity.get("comparator") or "")
+    shown = f"{comparator}{quantity.get('value')} {quantity.get('unit') or unit}".strip()
+    if value is None:
+        return LabResult(analyte, reference, when, shown, problem="no numeric value")
+    rule = spec.units.get(unit) or spec.units.get(str(quantity.get("unit") or "").strip())
+    if rule is None:
+        return LabResult(
+            analyte, reference, when, shown, problem=f"unknown unit {unit or 'none'!r}"
+        )
+    return LabResult(
+        analyte, reference, when, shown, value=value * rule.factor, unit=rule.compare_as
+    )
+
+
+def read_qualitative(
+    analyte: str, reference: str, when: datetime | None, res: Mapping[str, Any], protocol: Protocol
+) -> LabResult:
+    reading = protocol.observations.qualitative
+    interpretations = {
+        str(c.get("code"))
+        for concept in res.get("interpretation") or ()
+        if isinstance(concept, Mapping)
+        for c in concept.get("coding") or ()
+        if isinstance(c, Mapping)
+    }
+    words: list[str] = []
+    value = res.get("valueCodeableConcept")
+    if isinstance(value, Mapping):
+        words.append(str(value.get("text") or ""))
+        words += [
+            str(c.get("display") or "") for c in value.get("coding") or () if isinstance(c, Mapping)
+        ]
+    if isinstance(res.get("valueString"), str):
+        words.append(res["valueString"])
+    text = " ".join(words).lower()
+    shown = text.strip() or ", ".join(sorted(interpretations)) or "no value"
+    if interpretations & set(reading.negative_interpretations) or any(
+        w in text for w in reading.negative_words
+    ):
+        return LabResult(analyte, reference, when, shown, positive=False)
+    if interpretations & set(reading.positive_interpretations) or any(
+        w in text for w in reading.positive_words
+    ):
+        return LabResult(analyte, reference, when, shown, positive=True)
+    return LabResult(
+        analyte, reference, when, shown, problem="result could not be read as positive or negative"
+    )
+
+
+def threshold_value(threshold: Any, unit: str, spec: Analyte) -> float | None:
+    """The threshold in `unit`, converting only with the protocol's own factors."""
+    if isinstance(threshold, (int, float)):
+        return float(threshold)
+    if not isinstance(threshold, Mapping):
+        return None
+    if unit in threshold:
+        return float(threshold[unit])
+    for t_unit, t_value in threshold.items():
+        factor = spec.conversions.get(t_unit, {}).get(unit)
+        if factor:
+            return float(t_value) * factor
+    return None
+
+
+def display_value(result: LabResult, spec: Analyte) -> str:
+    """The value as received, plus the display unit where it differs (150 pg/mL = 111 pmol/L)."""
+    if result.value is None or result.unit is None or spec.display_unit in (None, result.unit):
+        return result.shown
+    factor = spec.conversions.get(result.unit, {}).get(spec.display_unit or "")
+    if not factor:
+        return result.shown
+    return f"{result.shown} (= {result.value * factor:.0f} {spec.display_unit})"

@@ -1,0 +1,1 @@
+"""FHIR output: the regimen and findings as FHIR R4 resources (plain JSON-ready dicts)."""

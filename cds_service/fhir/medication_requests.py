@@ -1,0 +1,219 @@
+"""The MedicationRequest series: one resource per phase, sharing one groupIdentifier.
+
+Series are created together by one suggestion, and server ids do not exist yet at that point,
+so the phases are linked by the shared groupIdentifier and their chained boundsPeriods rather
+than by references between them (CDS Hooks 2.0, protocol section 5).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cds_service.clinical.assessment import Assessment
+from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.facts import CodedRecord
+from cds_service.clinical.regimen import Schedule, ScheduledPhase
+from cds_service.fhir.dosage_text import dosage_text
+from cds_service.protocol import Protocol
+from cds_service.protocol.model import CodeEntry
+
+UCUM = "http://unitsofmeasure.org"
+COURSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy"
+COURSE_DISPLAY = {
+    "acute": "Short course (acute) therapy",
+    "continuous": "Continuous long term therapy",
+}
+DOSE_RATE_SYSTEM = "http://terminology.hl7.org/CodeSystem/dose-rate-type"
+_NAMESPACE = uuid.UUID("6f1c2a3e-8d4b-5e7f-9a0b-1c2d3e4f5a6b")
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """Who and what the orders are for; all optional except the patient."""
+
+    patient: str
+    authored_on: date
+    requester: str | None = None
+    encounter: str | None = None
+
+
+def coding(protocol: Protocol, entry: CodeEntry) -> JSON:
+    out: JSON = {"system": protocol.system_url(entry.system), "code": entry.code}
+    if entry.display:
+        out["display"] = entry.display
+    return out
+
+
+def _number(value: float) -> int | float:
+    """Whole numbers as JSON integers: 1000 reads better than 1000.0 to a pharmacist."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _reference(value: str, default_type: str) -> JSON:
+    return {"reference": value if "/" in value else f"{default_type}/{value}"}
+
+
+class MedicationRequestWriter:
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.codes = CodeIndex(protocol)
+
+    def group_id(self, schedule: Schedule, assessment: Assessment, ctx: OrderContext) -> str:
+        """Deterministic: the same plan for the same patient and day gets the same group."""
+        key = "|".join(
+            (
+                ctx.patient,
+                assessment.profile_name,
+                schedule.regimen_id,
+                str(schedule.phases[0].start),
+            )
+        )
+        return str(uuid.uuid5(_NAMESPACE, key))
+
+    def reason_codes(self, assessment: Assessment) -> list[JSON]:
+        """The type's own codes (T2), the cause's codes (T3) and the deficiency code."""
+        protocol = self.protocol
+        rule = assessment.type_rule
+        concepts: list[JSON] = []
+        if rule and rule.reason_codes:
+            concepts.append(
+                {"coding": [coding(protocol, e) for e in rule.reason_codes], "text": rule.label}
+            )
+            return concepts
+        records = {
+            r.reference: r for r in (*assessment.facts.conditions, *assessment.facts.procedures)
+        }
+        for cause in assessment.causes:
+            if not cause.reason_value_set or rule is None or rule.type != "malabsorption":
+                continue
+            cited = [
+                records[e.reference] for e in assessment.cause_evidence if e.reference in records
+            ]
+            entries = self._entries(cause.reason_value_set, cited)
+            if entries:
+                concepts.append(
+                    {"coding": [coding(protocol, e) for e in entries], "text": cause.label}
+                )
+        deficiency = self._entries("b12_deficiency", assessment.facts.conditions) or [
+            protocol.rules.default_deficiency_code
+        ]
+        concepts.append(
+            {"coding": [coding(protocol, e) for e in deficiency], "text": "Vitamin B12 deficiency"}
+        )
+        return concepts
+
+    def _entries(self, value_set: str, records: Iterable[CodedRecord]) -> list[CodeEntry]:
+        """The protocol's own entries (verified display) for the codes the patient has."""
+        out: list[CodeEntry] = []
+        for record in records:
+            for entry in self.protocol.codes.value_sets[value_set].codes:
+                system = self.protocol.system_url(entry.system)
+                if entry not in out and self.codes.matches(
+                    value_set,
+                    [c for c in record.codings if c[0] == system and self._same(entry, c[1])],
+                ):
+                    out.append(entry)
+        return out
+
+    @staticmethod
+    def _same(entry: CodeEntry, code: str) -> bool:
+        a, b = entry.code.replace(".", "").upper(), code.replace(".", "").upper()
+        return b.startswith(a) if entry.match == "prefix" else a == b
+
+    def series(self, schedule: Schedule, assessment: Assessment, ctx: OrderContext) -> list[JSON]:
+        group = self.group_id(schedule, assessment, ctx)
+        reasons = self.reason_codes(assessment)
+        return [self._one(p, schedule, assessment, ctx, group, reasons) for p in schedule.phases]
+
+    def _one(
+        self,
+        scheduled: ScheduledPhase,
+        schedule: Schedule,
+        assessment: Assessment,
+        ctx: OrderContext,
+        group: str,
+        reasons: list[JSON],
+    ) -> JSON:
+        protocol = self.protocol
+        phase = scheduled.phase
+        medication = protocol.regimens.medications[phase.medication]
+        route = protocol.regimens.routes[phase.route]
+        review = assessment.profile.maintenance_review
+        repeat: JSON = {"boundsPeriod": {"start": scheduled.start.isoformat()}}
+        if scheduled.end:
+            repeat["boundsPeriod"]["end"] = scheduled.end.isoformat()
+        if phase.timing.count:
+            repeat["count"] = phase.timing.count
+        repeat["frequency"] = phase.timing.frequency
+        repeat["period"] = _number(phase.timing.period)
+        if phase.timing.period_max is not None:
+            repeat["periodMax"] = _number(phase.timing.period_max)
+        repeat["periodUnit"] = phase.timing.period_unit
+
+        concept: JSON = {"text": f"{medication.name} {medication.form}"}
+        if medication.coding:
+            concept["coding"] = [coding(protocol, medication.coding)]
+        resource: JSON = {
+            "resourceType": "MedicationRequest",
+            "id": f"{group[:8]}-{scheduled.index + 1}-{phase.id}",
+            "status": "draft",
+            "intent": "proposal",
+            "groupIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{group}"},
+            "medicationCodeableConcept": concept,
+            "subject": _reference(ctx.patient, "Patient"),
+            "authoredOn": ctx.authored_on.isoformat(),
+            "reasonCode": reasons,
+            "courseOfTherapyType": {
+                "coding": [
+                    {
+                        "system": COURSE_SYSTEM,
+                        "code": phase.course,
+                        "display": COURSE_DISPLAY[phase.course],
+                    }
+                ]
+            },
+            "dosageInstruction": [
+                {
+                    "sequence": 1,
+                    "text": dosage_text(scheduled, medication, route, review),
+                    "timing": {"repeat": repeat},
+                    "route": {"coding": [coding(protocol, route.coding)]},
+                    "doseAndRate": [
+                        {
+                            "type": {
+                                "coding": [
+                                    {
+                                        "system": DOSE_RATE_SYSTEM,
+                                        "code": "ordered",
+                                        "display": "Ordered",
+                                    }
+                                ]
+                            },
+                            "doseQuantity": {
+                                "value": _number(phase.dose_ug),
+                                "unit": "mcg",
+                                "system": UCUM,
+                                "code": "ug",
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+        if ctx.encounter:
+            resource["encounter"] = _reference(ctx.encounter, "Encounter")
+        if ctx.requester:
+            resource["requester"] = _reference(ctx.requester, "Practitioner")
+        notes = [f"Phase {scheduled.index + 1} of {len(schedule.phases)}: {phase.title}."]
+        if phase.condition:
+            notes.append(phase.condition)
+        if phase.maintenance:
+            notes.append(protocol.rules.maintenance_note)
+        resource["note"] = [{"text": n} for n in notes]
+        return resource

@@ -1,0 +1,208 @@
+"""Typed view of the protocol tables.
+
+The tables are the clinical contract; these models exist so that a malformed table fails at
+start-up with a message naming the file and field, never halfway through a patient's request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Indicator = Literal["info", "warning", "critical"]
+DurationUnit = Literal["d", "wk", "mo"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CodeEntry(Strict):
+    system: str
+    code: str
+    display: str | None = None
+    source: str
+    match: Literal["exact", "prefix"] = "exact"
+
+
+class ValueSet(Strict):
+    title: str
+    codes: tuple[CodeEntry, ...] = ()
+    text: tuple[str, ...] = ()
+
+
+class CodesTable(Strict):
+    version: str
+    systems: dict[str, str]
+    value_sets: dict[str, ValueSet]
+
+
+class UnitRule(Strict):
+    compare_as: str
+    factor: float
+
+
+class Analyte(Strict):
+    title: str
+    codes: tuple[CodeEntry, ...]
+    qualitative: bool = False
+    display_unit: str | None = None
+    units: dict[str, UnitRule] = Field(default_factory=dict)
+    conversions: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class QualitativeReading(Strict):
+    positive_interpretations: tuple[str, ...]
+    negative_interpretations: tuple[str, ...]
+    positive_words: tuple[str, ...]
+    negative_words: tuple[str, ...]
+
+
+class ObservationsTable(Strict):
+    version: str
+    analytes: dict[str, Analyte]
+    qualitative: QualitativeReading
+
+
+class DeficiencyRule(Strict):
+    title: str
+    citations: tuple[str, ...]
+
+
+class Cause(Strict):
+    id: str
+    label: str
+    when: dict[str, Any]
+    lifelong: bool = False
+    reason_value_set: str | None = None
+
+
+class TypeRule(Strict):
+    id: str
+    type: str
+    label: str
+    causes: tuple[Cause, ...]
+    schedule: bool = True
+    reason_codes: tuple[CodeEntry, ...] = ()
+
+
+class SafetyRule(Strict):
+    id: str
+    title: str
+    when: dict[str, Any]
+    indicator: Indicator
+    summary: str = Field(max_length=139)
+    detail: str
+    citations: tuple[str, ...]
+    severity: Literal["severe"] | None = None
+    route: str | None = None
+    blocks_schedule: bool = False
+    no_new_course: bool = False
+    monitoring: tuple[str, ...] = ()
+
+
+class MonitoringRule(Strict):
+    id: str
+    text: str
+    test: CodeEntry
+    offset_days: int
+    citations: tuple[str, ...]
+    only_with: str | None = None
+
+
+class RulesTable(Strict):
+    version: str
+    deficiency_rules: dict[str, DeficiencyRule]
+    type_rules: tuple[TypeRule, ...]
+    default_deficiency_code: CodeEntry
+    safety_rules: tuple[SafetyRule, ...]
+    monitoring_rules: tuple[MonitoringRule, ...]
+    maintenance_note: str
+
+
+class Medication(Strict):
+    name: str
+    form: str
+    coding: CodeEntry | None
+
+
+class Route(Strict):
+    coding: CodeEntry
+    text: str
+
+
+class Timing(Strict):
+    frequency: int = Field(ge=1)
+    period: float = Field(gt=0)
+    period_max: float | None = None
+    period_unit: DurationUnit
+    count: int | None = Field(default=None, ge=1)
+
+
+class Duration(Strict):
+    value: int = Field(ge=1)
+    unit: DurationUnit
+
+
+class Phase(Strict):
+    id: str
+    title: str
+    medication: str
+    dose_ug: float = Field(gt=0)
+    route: str
+    timing: Timing
+    course: Literal["acute", "continuous"]
+    duration: Duration | None = None
+    maintenance: bool = False
+    condition: str | None = None
+
+
+class Regimen(Strict):
+    title: str
+    citations: tuple[str, ...]
+    phases: tuple[Phase, ...] = Field(min_length=1)
+
+
+class RegimensTable(Strict):
+    version: str
+    medications: dict[str, Medication]
+    routes: dict[str, Route]
+    regimens: dict[str, Regimen]
+
+
+class Alternative(Strict):
+    rule: str
+    regimen: str
+
+
+class RegimenRule(Strict):
+    id: str
+    when: dict[str, Any]
+    recommended: str
+    alternatives: tuple[Alternative, ...] = ()
+
+
+class Profile(Strict):
+    version: str
+    title: str
+    citations: tuple[str, ...]
+    thresholds: dict[str, Any]
+    maintenance_review: Duration
+    regimen_rules: tuple[RegimenRule, ...]
+
+
+class ProfilesTable(Strict):
+    version: str
+    default: str
+    profiles: dict[str, Profile]
+
+
+class Source(Strict):
+    title: str
+    url: str | None = None
+
+
+class SourcesTable(Strict):
+    version: str
+    sources: dict[str, Source]
