@@ -1,0 +1,337 @@
+"""One test (at least) per protocol rule id, named after it (protocol.md sections 2-6)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from records import ICD, SNOMED, Record
+
+from cds_service.clinical.regimen import Plan
+from cds_service.engine import Engine
+
+ENGINE = Engine.build()
+START = date(2026, 12, 1)
+IV = ("47625008", "Intravenous route")
+IM = ("78421000", "Intramuscular route")
+
+
+def plan(record: Record, profile: str | None = None) -> Plan:
+    return ENGINE.plan(record.resources, start=START, profile=profile)
+
+
+def low_b12() -> Record:
+    return Record().b12(110)
+
+
+# --- D-rules: deficiency status -------------------------------------------------------------
+
+
+def test_D1_condition_confirms_regardless_of_labs() -> None:
+    p = plan(Record().condition(ICD, "D51.9").b12(400))
+    assert p.assessment.status == "confirmed"
+    assert p.assessment.deficiency_rules == ("D1",)
+
+
+def test_D1_ignores_refuted_resolved_and_entered_in_error_conditions() -> None:
+    for clinical, verification in (
+        ("resolved", "confirmed"),
+        ("active", "refuted"),
+        ("active", "entered-in-error"),
+    ):
+        record = Record().condition(ICD, "D51.9", clinical=clinical, verification=verification)
+        assert plan(record).assessment.status == "unknown"
+
+
+def test_D1_matches_icd10cm_with_and_without_the_dot() -> None:
+    assert plan(Record().condition(ICD, "D519")).assessment.status == "confirmed"
+    assert plan(Record().condition(SNOMED, "190634004")).assessment.status == "confirmed"
+
+
+def test_D2_low_b12_confirms_in_either_unit_family() -> None:
+    for value, unit in ((147, "pmol/L"), (199, "pg/mL"), (199, "ng/L")):
+        p = plan(Record().b12(value, unit))
+        assert (p.assessment.status, p.assessment.deficiency_rules) == ("confirmed", ("D2",))
+
+
+def test_D2_latest_result_wins() -> None:
+    p = plan(Record().b12(100, when="2025-01-01").b12(400, when="2026-09-01"))
+    assert p.assessment.status == "not-deficient"
+    p = plan(Record().b12(400, when="2025-01-01").b12(100, when="2026-09-01"))
+    assert p.assessment.status == "confirmed"
+
+
+def test_D2_ignores_cancelled_and_entered_in_error_results() -> None:
+    record = Record().b12(400, when="2025-01-01")
+    record.lab("14685-2", 90, "pmol/L", when="2026-09-01", status="entered-in-error")
+    assert plan(record).assessment.status == "not-deficient"
+
+
+def test_D3_borderline_with_raised_mma_or_homocysteine_confirms() -> None:
+    assert plan(Record().b12(180).lab("13964-2", 0.55, "umol/L")).assessment.status == "confirmed"
+    assert plan(Record().b12(180).lab("13964-2", 550, "nmol/L")).assessment.status == "confirmed"
+    assert plan(Record().b12(180).lab("13965-9", 18, "umol/L")).assessment.status == "confirmed"
+
+
+def test_D3_borderline_with_normal_mma_is_not_deficient() -> None:
+    p = plan(Record().b12(180).lab("13964-2", 0.30, "umol/L"))
+    assert (p.assessment.status, p.assessment.deficiency_rules) == ("not-deficient", ("D3",))
+
+
+def test_D4_borderline_without_mma_is_indeterminate_with_no_schedule() -> None:
+    for value, unit in ((148, "pmol/L"), (221, "pmol/L"), (200, "pg/mL"), (300, "pg/mL")):
+        p = plan(Record().b12(value, unit))
+        assert (p.assessment.status, p.assessment.deficiency_rules) == ("indeterminate", ("D4",))
+        assert p.recommended is None
+
+
+def test_D5_b12_above_range_is_not_deficient() -> None:
+    p = plan(Record().b12(222))
+    assert (p.assessment.status, p.assessment.deficiency_rules) == ("not-deficient", ("D5",))
+    assert p.recommended is None and not p.assessment.findings
+
+
+def test_D6_no_result_and_no_condition_is_unknown() -> None:
+    p = plan(Record())
+    assert (p.assessment.status, p.assessment.deficiency_rules) == ("unknown", ("D6",))
+
+
+def test_D6_an_unknown_unit_is_never_guessed() -> None:
+    p = plan(Record().b12(100, when="2025-01-01").lab("2132-9", 90, "mIU/mL", when="2026-09-01"))
+    assert p.assessment.status == "unknown"
+    assert [r.analyte for r in p.assessment.unusable] == ["b12"]
+    assert "unknown unit" in (p.assessment.unusable[0].problem or "")
+
+
+def test_D7_very_high_b12_without_supplement() -> None:
+    assert plan(Record().b12(1001, "pg/mL")).assessment.deficiency_rules == ("D7",)
+    assert plan(Record().b12(1000, "pg/mL")).assessment.deficiency_rules == ("D5",)
+    on_b12 = Record().b12(1500, "pg/mL").medication("cyanocobalamin 1000 mcg tablet")
+    assert plan(on_b12).assessment.deficiency_rules == ("D5",)
+
+
+def test_D_thresholds_follow_the_profile() -> None:
+    record = Record().b12(190, "pg/mL")
+    assert plan(record).assessment.status == "confirmed"
+    assert plan(record, "nice-ng239").assessment.status == "indeterminate"
+
+
+# --- T-rules: deficiency type (first match wins) --------------------------------------------
+
+
+def test_T1_inherited_disorder_gets_no_schedule() -> None:
+    p = plan(low_b12().condition(ICD, "D51.2"))
+    assert p.assessment.type == "inherited" and p.recommended is None
+
+
+def test_T2_pernicious_anemia_by_condition_or_antibody() -> None:
+    assert plan(low_b12().condition(SNOMED, "84027009")).assessment.type == "pernicious-anemia"
+    assert plan(low_b12().qualitative("31444-3", "Positive")).assessment.type == "pernicious-anemia"
+    assert plan(low_b12().qualitative("31444-3", "Negative")).assessment.type == "unspecified"
+    both = low_b12().condition(SNOMED, "84568007").qualitative("8087-9", "Positive")
+    assert plan(both).assessment.type == "pernicious-anemia"
+    assert plan(low_b12().condition(SNOMED, "84568007")).assessment.type == "unspecified"
+
+
+def test_T2_wins_over_later_rules() -> None:
+    p = plan(low_b12().condition(ICD, "D51.0").medication("metformin 500 mg tablet"))
+    assert p.assessment.type == "pernicious-anemia"
+
+
+def test_T3_malabsorption_names_the_cause() -> None:
+    for record, cause in (
+        (low_b12().procedure("443906008"), "bariatric-surgery"),
+        (low_b12().condition(ICD, "Z90.3"), "gastrectomy"),
+        (low_b12().procedure("107938000"), "ileal-resection"),
+        (low_b12().condition(ICD, "K50.012"), "crohn-disease"),
+        (low_b12().condition(ICD, "K90.0"), "celiac-disease"),
+    ):
+        a = plan(record).assessment
+        assert a.type == "malabsorption" and [c.id for c in a.causes] == [cause]
+
+
+def test_T4_drug_associated_by_medication_text() -> None:
+    a = plan(
+        low_b12().medication("Omeprazole 20 mg capsule", kind="MedicationStatement")
+    ).assessment
+    assert a.type == "drug-associated" and [c.id for c in a.causes] == ["acid-suppression"]
+    stopped = low_b12().medication("metformin 500 mg tablet", status="stopped")
+    assert plan(stopped).assessment.type == "unspecified"
+
+
+def test_T5_dietary() -> None:
+    a = plan(low_b12().condition(SNOMED, "281015005")).assessment
+    assert a.type == "dietary" and a.lifelong
+    assert plan(low_b12().condition(ICD, "D51.3")).assessment.type == "dietary"
+
+
+def test_T6_unspecified_when_nothing_explains_it() -> None:
+    a = plan(low_b12()).assessment
+    assert a.type == "unspecified" and a.type_rule and a.type_rule.id == "T6"
+
+
+# --- S-rules: safety and severity -----------------------------------------------------------
+
+
+def flags(p: Plan) -> set[str]:
+    return set(p.assessment.flags)
+
+
+def test_S1_neurological_involvement_is_critical_severe_and_forces_im() -> None:
+    p = plan(low_b12().condition(SNOMED, "42345000").medication("metformin 850 mg tablet"))
+    assert "S1" in flags(p) and p.assessment.severity == "severe"
+    assert p.recommended and p.recommended.rule_id == "R2"
+    assert {ph.phase.route for ph in p.recommended.phases} == {"intramuscular"}
+    assert not {"S1"} & flags(plan(Record().b12(400).condition(SNOMED, "42345000")))
+
+
+def test_S2_intravenous_b12_order_is_flagged() -> None:
+    draft = low_b12().medication("cyanocobalamin injection", status="draft", route=IV)
+    assert "S2" in flags(plan(draft))
+    active = low_b12().medication("cyanocobalamin injection", route=IV)
+    assert "S2" in flags(plan(active))
+    im = low_b12().medication("cyanocobalamin injection", status="draft", route=IM)
+    assert "S2" not in flags(plan(im))
+
+
+def test_S3_folate_deficiency_and_folic_acid_alone() -> None:
+    assert "S3" in flags(plan(low_b12().lab("2284-8", 3.9, "ng/mL")))
+    assert "S3" not in flags(plan(low_b12().lab("2284-8", 4.0, "ng/mL")))
+    folic_only = Record().b12(180).medication("folic acid 1 mg tablet", status="draft")
+    assert "S3" in flags(plan(folic_only))
+    with_b12 = folic_only.medication("cyanocobalamin 1000 mcg/mL injection", status="draft")
+    assert "S3" not in flags(plan(with_b12))
+
+
+def test_S4_cobalt_or_cobalamin_allergy_blocks_the_schedule() -> None:
+    p = plan(low_b12().allergy("Cobalt"))
+    assert "S4" in flags(p) and p.recommended is None
+    assert "S4" not in flags(plan(low_b12().allergy("Cobalt", clinical="resolved")))
+    assert "S4" not in flags(plan(low_b12().allergy("Penicillin")))
+
+
+def test_S5_leber_optic_neuropathy_blocks_cyanocobalamin() -> None:
+    p = plan(low_b12().condition(ICD, "H47.22"))
+    assert "S5" in flags(p) and p.recommended is None
+
+
+def test_S6_severe_anaemia_or_low_potassium_adds_potassium_monitoring() -> None:
+    for extra in (("718-7", 7.9, "g/dL"), ("718-7", 79, "g/L"), ("2823-3", 3.4, "mmol/L")):
+        p = plan(low_b12().lab(*extra))
+        assert "S6" in flags(p) and "M4" in p.rule_ids and p.assessment.severity == "severe"
+    assert "S6" not in flags(plan(low_b12().lab("718-7", 8.0, "g/dL")))
+
+
+def test_S7_current_therapy_means_no_new_course() -> None:
+    p = plan(low_b12().medication("cyanocobalamin 1000 mcg/mL injection", rxnorm="309594"))
+    assert "S7" in flags(p) and not p.assessment.new_course
+    draft = low_b12().medication("cyanocobalamin 1000 mcg/mL injection", status="draft")
+    assert "S7" in flags(plan(draft))
+    assert not plan(
+        Record().medication("cyanocobalamin injection", status="draft")
+    ).assessment.findings
+
+
+def test_S8_under_18_gets_no_schedule() -> None:
+    p = ENGINE.plan(Record(birth_date="2009-12-02").b12(110).resources, start=START)
+    assert "S8" in flags(p) and p.recommended is None
+    adult = ENGINE.plan(Record(birth_date="2008-12-01").b12(110).resources, start=START)
+    assert "S8" not in flags(adult) and adult.recommended is not None
+
+
+def test_S9_pregnancy_warns() -> None:
+    assert "S9" in flags(plan(low_b12().condition(SNOMED, "77386006")))
+    assert "S9" in flags(plan(low_b12().qualitative("2118-8", "Positive")))
+
+
+def test_S10_titration_on_biomarkers() -> None:
+    on_therapy = low_b12().medication("cyanocobalamin 1000 mcg/mL injection")
+    assert "S10" in flags(plan(on_therapy.draft_test("13964-2")))
+    changed = low_b12().medication("cyanocobalamin injection")
+    changed.medication("cyanocobalamin injection", status="draft", prior=True)
+    assert "S10" in flags(plan(changed))
+    assert "S10" not in flags(plan(low_b12().draft_test("14685-2")))
+
+
+# --- R-rules: regimens ----------------------------------------------------------------------
+
+
+def test_R1_pernicious_anemia_standard_fda_and_nice() -> None:
+    record = low_b12().condition(ICD, "D51.0")
+    p = plan(record)
+    assert p.recommended and p.recommended.rule_id == "R1"
+    assert [ph.phase.id for ph in p.recommended.phases] == [
+        "loading",
+        "alternate-days",
+        "every-3-4-days",
+        "maintenance",
+    ]
+    assert {ph.phase.dose_ug for ph in p.recommended.phases} == {1000}
+    assert p.recommended.phases[-1].end is None
+    assert [s.regimen_id for s in p.alternatives] == [
+        "cyanocobalamin-im-100-fda",
+        "cyanocobalamin-im-then-oral",
+    ]
+    fda = plan(record, "fda-label").recommended
+    assert fda and {ph.phase.dose_ug for ph in fda.phases} == {100}
+    nice = plan(record, "nice-ng239").recommended
+    assert nice and nice.regimen_id == "hydroxocobalamin-im-nice"
+
+
+def test_R1_phase_dates_chain_from_the_start_date() -> None:
+    p = plan(low_b12().condition(ICD, "D51.0"))
+    assert p.recommended
+    spans = [
+        (ph.start.isoformat(), ph.end.isoformat() if ph.end else None)
+        for ph in p.recommended.phases
+    ]
+    assert spans == [
+        ("2026-12-01", "2026-12-07"),
+        ("2026-12-08", "2026-12-21"),
+        ("2026-12-22", "2027-01-11"),
+        ("2027-01-12", None),
+    ]
+
+
+def test_R2_malabsorption_im_lifelong_only_for_lifelong_causes() -> None:
+    gastrectomy = plan(low_b12().condition(ICD, "Z90.3")).recommended
+    assert gastrectomy and gastrectomy.rule_id == "R2" and gastrectomy.phases[-1].end is None
+    coeliac = plan(low_b12().condition(ICD, "K90.0")).recommended
+    assert coeliac and coeliac.rule_id == "R2"
+    assert coeliac.phases[-1].end == date(2027, 4, 11)
+
+
+def test_R3_bariatric_surgery_oral_maintenance_for_life() -> None:
+    p = plan(low_b12().procedure("430715008"))
+    assert p.recommended and p.recommended.rule_id == "R3"
+    last = p.recommended.phases[-1]
+    assert last.phase.route == "oral" and last.end is None
+    assert [s.regimen_id for s in p.alternatives] == ["cyanocobalamin-im-1000"]
+
+
+def test_R4_dietary_or_drug_associated_oral() -> None:
+    p = plan(low_b12().medication("metformin 500 mg tablet"))
+    assert p.recommended and p.recommended.rule_id == "R4"
+    assert [ph.phase.route for ph in p.recommended.phases] == ["oral"]
+    assert [s.regimen_id for s in p.alternatives] == ["cyanocobalamin-im-1000"]
+
+
+def test_R5_oral_maintenance_offered_when_absorption_is_normal() -> None:
+    p = plan(low_b12())
+    assert [(s.rule_id, s.regimen_id) for s in p.alternatives] == [
+        ("R5", "cyanocobalamin-im-then-oral")
+    ]
+    assert "R5" in p.rule_ids
+    assert "R5" not in plan(low_b12().condition(ICD, "Z90.3")).rule_ids
+
+
+# --- M-rules: monitoring --------------------------------------------------------------------
+
+
+def test_M1_M2_M3_come_with_every_schedule() -> None:
+    assert {"M1", "M2", "M3"} <= set(plan(low_b12()).rule_ids)
+    assert not {"M1", "M2", "M3"} & set(plan(Record().b12(400)).rule_ids)
+
+
+def test_M4_only_with_S6() -> None:
+    assert "M4" not in plan(low_b12()).rule_ids
+    assert "M4" in plan(low_b12().lab("2823-3", 3.1, "mmol/L")).rule_ids
