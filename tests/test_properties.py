@@ -1,0 +1,116 @@
+"""Property-based tests over generated patient records (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from records import Record
+
+from cds_service.engine import Engine
+from cds_service.protocol import default_protocol
+
+ENGINE = Engine.build()
+PROTOCOL = default_protocol()
+PROTOCOL_DOSES = {phase.dose_ug for r in PROTOCOL.regimens.regimens.values() for phase in r.phases}
+CODE_ENTRIES = [
+    (PROTOCOL.system_url(e.system), e.code, e.display or e.code)
+    for vs in PROTOCOL.codes.value_sets.values()
+    for e in vs.codes
+    if e.system != "loinc"
+]
+PROCEDURES = ["430715008", "443906008", "53442002", "49209004", "107938000"]
+MEDS = [
+    "metformin 500 mg tablet",
+    "omeprazole 20 mg capsule",
+    "cyanocobalamin 1000 mcg/mL injection",
+    "folic acid 1 mg tablet",
+    "lisinopril 10 mg tablet",
+    "hydroxocobalamin injection",
+]
+UNITS = ["pmol/L", "pg/mL", "ng/L", "nmol/L", "mIU/mL", "pmol/l"]
+
+
+@st.composite
+def records(draw: st.DrawFn) -> tuple[Record, date]:
+    start = draw(st.dates(date(2024, 1, 1), date(2030, 12, 31)))
+    birth = start - timedelta(days=draw(st.integers(365 * 10, 365 * 95)))
+    record = Record(birth_date=birth.isoformat(), gender=draw(st.sampled_from(["female", "male"])))
+    for _ in range(draw(st.integers(0, 3))):
+        unit = draw(st.sampled_from(UNITS))
+        value = draw(st.floats(1, 3000, allow_nan=False))
+        when = start - timedelta(days=draw(st.integers(1, 900)))
+        record.lab("14685-2", value, unit, when.isoformat())
+    for code, unit, top in (
+        ("13964-2", "umol/L", 2.0),
+        ("2284-8", "ng/mL", 20),
+        ("718-7", "g/dL", 17),
+        ("2823-3", "mmol/L", 6),
+        ("13965-9", "umol/L", 40),
+    ):
+        if draw(st.booleans()):
+            record.lab(code, draw(st.floats(0.01, top)), unit)
+    for system, code, display in draw(st.lists(st.sampled_from(CODE_ENTRIES), max_size=4)):
+        record.condition(
+            system,
+            code,
+            display,
+            clinical=draw(st.sampled_from(["active", "resolved", "relapse"])),
+            verification=draw(st.sampled_from(["confirmed", "refuted", "provisional"])),
+        )
+    for code in draw(st.lists(st.sampled_from(PROCEDURES), max_size=2)):
+        record.procedure(code)
+    for text in draw(st.lists(st.sampled_from(MEDS), max_size=3)):
+        route = draw(
+            st.sampled_from(
+                [None, ("47625008", "Intravenous route"), ("78421000", "Intramuscular route")]
+            )
+        )
+        record.medication(
+            text, status=draw(st.sampled_from(["active", "draft", "stopped"])), route=route
+        )
+    if draw(st.booleans()):
+        record.allergy(draw(st.sampled_from(["Cobalt", "Penicillin", "Vitamin B12"])))
+    for text in draw(st.lists(st.sampled_from(["Positive", "Negative", "Equivocal"]), max_size=1)):
+        record.qualitative(draw(st.sampled_from(["31444-3", "8087-9", "2118-8"])), text)
+    return record, start
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(records(), st.sampled_from(["standard", "fda-label", "nice-ng239"]))
+def test_schedules_are_safe_and_well_formed(case: tuple[Record, date], profile: str) -> None:
+    record, start = case
+    plan = ENGINE.plan(record.resources, start=start, profile=profile)  # never raises
+    assessment = plan.assessment
+    if plan.recommended is None:
+        assert not plan.alternatives
+    for schedule in plan.schedules:
+        phases = schedule.phases
+        assert phases[0].start == start
+        for before, after in zip(phases, phases[1:], strict=False):
+            assert before.end is not None and after.start == before.end + timedelta(days=1)
+        for p in phases:
+            assert p.end is None or p.end >= p.start
+            assert p.phase.route != "intravenous"
+            assert p.phase.dose_ug in PROTOCOL_DOSES
+        assert (phases[-1].end is None) == assessment.lifelong
+    for series in ENGINE.medication_requests(plan).values():
+        for mr in series:
+            route = mr["dosageInstruction"][0]["route"]["coding"][0]["code"]
+            assert route != "47625008"
+
+
+@SETTINGS
+@given(records())
+def test_no_schedule_unless_confirmed_and_uncontraindicated(case: tuple[Record, date]) -> None:
+    record, start = case
+    plan = ENGINE.plan(record.resources, start=start)
+    a = plan.assessment
+    if plan.recommended is not None:
+        assert a.status == "confirmed"
+        assert not {"S4", "S5", "S8"} & a.flags
+        assert a.type not in (None, "inherited")
