@@ -18,9 +18,7 @@ def test_there_are_enough_golden_patients() -> None:
 def test_golden_patient(slug: str) -> None:
     expected = golden_expected(slug)
     start = date.fromisoformat(expected["start"])
-    plan = ENGINE.plan(
-        resources_of(golden_bundle(slug)), start=start, profile=expected["profile"]
-    )
+    plan = ENGINE.plan(resources_of(golden_bundle(slug)), start=start, profile=expected["profile"])
     a = plan.assessment
     got = {
         "status": a.status,
