@@ -19,6 +19,15 @@ from cds_service.protocol.model import Profile
 
 Result = tuple[bool, list[Evidence]]
 
+# Keys that test for a coded record in one list of the facts.
+_RECORD_KEYS = {
+    "condition": "conditions",
+    "procedure": "procedures",
+    "medication": "medications",
+    "allergy": "allergies",
+    "draft_service_request": "draft_service_requests",
+}
+
 
 @dataclass
 class Scope:
@@ -117,25 +126,13 @@ def _leaf(key: str, arg: Any, scope: Scope, route: str | None) -> Result:
         return not ok, []
     if key == "always":
         return bool(arg), []
-    if key == "condition":
-        found = _records(facts.conditions, arg, codes)
-        return bool(found), found
-    if key == "procedure":
-        found = _records(facts.procedures, arg, codes)
-        return bool(found), found
-    if key == "medication":
-        found = _records(facts.medications, arg, codes)
-        return bool(found), found
-    if key == "allergy":
-        found = _records(facts.allergies, arg, codes)
+    if key in _RECORD_KEYS:
+        found = _records(getattr(facts, _RECORD_KEYS[key]), arg, codes)
         return bool(found), found
     if key == "draft_order":
         return _orders(facts.draft_medications, {"value_set": arg, "route": route}, scope)
     if key == "active_order":
         return _orders(facts.medications, {"value_set": arg, "route": route}, scope)
-    if key == "draft_service_request":
-        found = _records(facts.draft_service_requests, arg, codes)
-        return bool(found), found
     if key == "draft_order_changes_b12_therapy":
         found = [
             Evidence(r.reference, f"{r.label} (replaces a current prescription)", r.date)
