@@ -1,0 +1,239 @@
+"""The FHIR Clinical Reasoning endpoints: metadata, knowledge artifacts and PlanDefinition/$apply.
+
+Mount with `app.include_router(router)` (prefix `/fhir`). The app may set:
+- `app.state.plan_record_source`: `async (patient_id) -> list[resource dict] | Bundle dict`,
+  used by $apply when no `data` Bundle is given; it may raise RecordUnavailableError.
+  Without it, $apply without `data` answers 412.
+- `app.state.clock`: `() -> date | datetime`, the plan's start date (default: today).
+
+Every answer, errors included, is FHIR JSON (`application/fhir+json`); errors are
+OperationOutcomes returned here, so the app's own error handlers are never needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date, datetime
+from functools import cached_property
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+
+from cds_service import __version__ as service_version
+from cds_service.clinical.extract import InvalidResourceError
+from cds_service.engine import Engine, bundle_resources
+from cds_service.plan_operation.apply import (
+    ApplyRequest,
+    DataError,
+    ParameterError,
+    apply,
+    data_resources,
+    parse_parameters,
+    parse_query,
+)
+from cds_service.plan_operation.artifacts import (
+    activity_definitions,
+    plan_definitions,
+    profile_of,
+)
+
+FHIR_JSON = "application/fhir+json"
+APPLY_OPERATION = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
+JSON = dict[str, Any]
+RecordSource = Callable[[str], Awaitable[Any]]
+
+log = logging.getLogger(__name__)
+
+
+class RecordUnavailableError(RuntimeError):
+    """Raised by a record source when the patient's record cannot be read (HTTP 412)."""
+
+
+class OperationError(Exception):
+    """An error answered as an OperationOutcome with an HTTP status."""
+
+    def __init__(self, status: int, code: str, diagnostics: str) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+
+
+def fhir_response(resource: Mapping[str, Any], status: int = 200) -> Response:
+    body = json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(content=body, status_code=status, media_type=FHIR_JSON)
+
+
+def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> JSON:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
+    }
+
+
+def error_response(error: OperationError) -> Response:
+    return fhir_response(operation_outcome(error.code, error.diagnostics), error.status)
+
+
+class Knowledge:
+    """The engine and the artifacts generated from its protocol, built on first use."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self._engine = engine
+
+    @cached_property
+    def engine(self) -> Engine:
+        return self._engine or Engine.build()
+
+    @cached_property
+    def plan_definitions(self) -> dict[str, JSON]:
+        return plan_definitions(self.engine.protocol)
+
+    @cached_property
+    def activity_definitions(self) -> dict[str, JSON]:
+        return activity_definitions(self.engine.protocol)
+
+    def capability_statement(self, today: date) -> JSON:
+        protocol = self.engine.protocol
+        return {
+            "resourceType": "CapabilityStatement",
+            "id": "b12-cds-plan-operation",
+            "status": "active",
+            "date": today.isoformat(),
+            "publisher": protocol.publisher or "B12 CDS",
+            "kind": "instance",
+            "software": {"name": "cds_service", "version": service_version},
+            "implementation": {
+                "description": (
+                    f"{protocol.title} {protocol.version}: PlanDefinition/$apply "
+                    "(FHIR Clinical Reasoning)"
+                )
+            },
+            "fhirVersion": "4.0.1",
+            "format": ["json", FHIR_JSON],
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        {
+                            "type": "PlanDefinition",
+                            "interaction": [{"code": "read"}],
+                            "operation": [{"name": "apply", "definition": APPLY_OPERATION}],
+                        },
+                        {"type": "ActivityDefinition", "interaction": [{"code": "read"}]},
+                    ],
+                }
+            ],
+        }
+
+
+def _today(request: Request) -> date:
+    clock = getattr(request.app.state, "clock", None)
+    if clock is None:
+        return date.today()
+    now = clock()
+    return now.date() if isinstance(now, datetime) else now  # type: ignore[no-any-return]
+
+
+async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
+    source: RecordSource | None = getattr(request.app.state, "plan_record_source", None)
+    if source is None:
+        raise OperationError(
+            412, "not-supported", "no record source configured: give the record as 'data'"
+        )
+    try:
+        record = await source(patient_id)
+    except (RecordUnavailableError, LookupError, OSError, TimeoutError, httpx.HTTPError) as exc:
+        log.warning("record source failed: %s", type(exc).__name__)
+        raise OperationError(412, "transient", "the patient's record is unavailable") from None
+    if isinstance(record, Mapping) and record.get("resourceType") == "Bundle":
+        return bundle_resources(record)
+    if isinstance(record, list):
+        return [r for r in record if isinstance(r, Mapping)]
+    raise OperationError(412, "exception", "the record source gave no usable record")
+
+
+def build_router(engine: Engine | None = None) -> APIRouter:
+    """A router serving the artifacts of `engine`'s protocol (default: the packaged one)."""
+    knowledge = Knowledge(engine)
+    api = APIRouter(prefix="/fhir", tags=["FHIR Clinical Reasoning"])
+
+    @api.get("/metadata", response_class=Response)
+    async def metadata(request: Request) -> Response:
+        return fhir_response(knowledge.capability_statement(_today(request)))
+
+    @api.get("/PlanDefinition/{resource_id}", response_class=Response)
+    async def read_plan_definition(resource_id: str) -> Response:
+        resource = knowledge.plan_definitions.get(resource_id)
+        if resource is None:
+            return error_response(
+                OperationError(404, "not-found", f"PlanDefinition/{resource_id} is not known")
+            )
+        return fhir_response(resource)
+
+    @api.get("/ActivityDefinition/{resource_id}", response_class=Response)
+    async def read_activity_definition(resource_id: str) -> Response:
+        resource = knowledge.activity_definitions.get(resource_id)
+        if resource is None:
+            return error_response(
+                OperationError(404, "not-found", f"ActivityDefinition/{resource_id} is not known")
+            )
+        return fhir_response(resource)
+
+    async def run(request: Request, resource_id: str, read: Callable[[], Any]) -> Response:
+        try:
+            plan_definition = knowledge.plan_definitions.get(resource_id)
+            profile = profile_of(resource_id, knowledge.engine.protocol)
+            if plan_definition is None or profile is None:
+                raise OperationError(404, "not-found", f"PlanDefinition/{resource_id} is not known")
+            try:
+                parsed: ApplyRequest = await read()
+                if parsed.data is not None:
+                    resources = data_resources(parsed.data, parsed.patient_id)
+                else:
+                    resources = await _record(request, parsed.patient_id)
+                _, answer = apply(
+                    knowledge.engine,
+                    plan_definition,
+                    profile,
+                    parsed,
+                    resources,
+                    _today(request),
+                )
+            except ParameterError as exc:
+                raise OperationError(400, "invalid", str(exc)) from None
+            except (DataError, InvalidResourceError) as exc:
+                raise OperationError(422, "processing", str(exc)) from None
+            return fhir_response(answer)
+        except OperationError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("PlanDefinition/$apply failed")
+            return error_response(OperationError(500, "exception", "internal error"))
+
+    @api.post("/PlanDefinition/{resource_id}/$apply", response_class=Response)
+    async def apply_post(request: Request, resource_id: str) -> Response:
+        async def read() -> ApplyRequest:
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw else None
+            except (ValueError, UnicodeDecodeError):
+                raise ParameterError("the body is not JSON") from None
+            return parse_parameters(body)
+
+        return await run(request, resource_id, read)
+
+    @api.get("/PlanDefinition/{resource_id}/$apply", response_class=Response)
+    async def apply_get(request: Request, resource_id: str) -> Response:
+        async def read() -> ApplyRequest:
+            return parse_query(request.query_params)
+
+        return await run(request, resource_id, read)
+
+    return api
+
+
+router = build_router()
