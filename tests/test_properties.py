@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from records import Record
 
+from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine
 from cds_service.protocol import default_protocol
 
@@ -114,3 +115,66 @@ def test_no_schedule_unless_confirmed_and_uncontraindicated(case: tuple[Record, 
         assert a.status == "confirmed"
         assert not {"S4", "S5", "S8"} & a.flags
         assert a.type not in (None, "inherited")
+
+
+FIELDS = [
+    "code",
+    "coding",
+    "system",
+    "text",
+    "status",
+    "valueQuantity",
+    "value",
+    "unit",
+    "clinicalStatus",
+    "verificationStatus",
+    "reaction",
+    "substance",
+    "dosageInstruction",
+    "route",
+    "doseAndRate",
+    "doseQuantity",
+    "interpretation",
+    "effectiveDateTime",
+    "medicationCodeableConcept",
+    "birthDate",
+]
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=6)
+    | st.sampled_from(["active", "final", "draft", "14685-2", "http://loinc.org", "D51.0"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+RESOURCES = st.builds(
+    lambda kind, body: {**body, "resourceType": kind, "id": "x1"},
+    st.sampled_from(
+        [
+            "Patient",
+            "Condition",
+            "Observation",
+            "Procedure",
+            "MedicationRequest",
+            "MedicationStatement",
+            "AllergyIntolerance",
+            "ServiceRequest",
+            "Basic",
+        ]
+    ),
+    st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6),
+)
+
+
+@SETTINGS
+@given(st.lists(RESOURCES, max_size=5))
+def test_malformed_records_are_rejected_cleanly_never_crash(
+    resources: list[dict[str, object]],
+) -> None:
+    try:
+        ENGINE.plan(resources, start=date(2026, 12, 1), draft_orders=resources)
+    except InvalidResourceError as exc:
+        assert "not valid FHIR R4" in str(exc)

@@ -38,11 +38,20 @@ class _Analytes:
     by_code: dict[tuple[str, str], str]
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _list(value: Any) -> list[Any]:
+    """A FHIR array, or nothing: records arrive before validation, so shapes are not trusted."""
+    return value if isinstance(value, list) else []
+
+
 def _codings(concept: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(concept, Mapping):
         return ()
     out = []
-    for c in concept.get("coding") or ():
+    for c in _list(concept.get("coding")):
         if isinstance(c, Mapping) and c.get("code"):
             out.append((str(c.get("system") or ""), str(c["code"])))
     return tuple(out)
@@ -54,7 +63,7 @@ def _words(*concepts: Any) -> str:
         if isinstance(concept, Mapping):
             if concept.get("text"):
                 parts.append(str(concept["text"]))
-            for c in concept.get("coding") or ():
+            for c in _list(concept.get("coding")):
                 if isinstance(c, Mapping) and c.get("display"):
                     parts.append(str(c["display"]))
         elif isinstance(concept, str):
@@ -66,7 +75,7 @@ def _label(concept: Any) -> str:
     if isinstance(concept, Mapping):
         if concept.get("text"):
             return str(concept["text"])
-        for c in concept.get("coding") or ():
+        for c in _list(concept.get("coding")):
             if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
                 return str(c.get("display") or c.get("code"))
     return "unnamed"
@@ -121,17 +130,17 @@ def _medication_concept(resource: Resource) -> Any:
 
 
 def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object] | None, Any]:
-    dosages = resource.get("dosageInstruction") or resource.get("dosage") or []
+    dosages = _list(resource.get("dosageInstruction")) or _list(resource.get("dosage"))
     if not dosages or not isinstance(dosages[0], Mapping):
         return None, None, None
     first = dosages[0]
     dose = None
-    for dr in first.get("doseAndRate") or ():
+    for dr in _list(first.get("doseAndRate")):
         q = dr.get("doseQuantity") if isinstance(dr, Mapping) else None
         if isinstance(q, Mapping) and q.get("value") is not None:
             unit = str(q.get("code") or q.get("unit") or "").lower()
             factor = {"ug": 1.0, "mcg": 1.0, "mg": 1000.0}.get(unit)
-            if factor is not None:
+            if factor is not None and isinstance(q["value"], (int, float)):
                 dose = float(q["value"]) * factor
     timing = (
         first.get("timing", {}).get("repeat") if isinstance(first.get("timing"), Mapping) else None
@@ -187,20 +196,22 @@ class FactExtractor:
                 if record:
                     conditions.append(record)
             elif kind == "Observation":
-                if res.get("status") not in OBSERVATION_STATUSES:
+                if _str(res.get("status")) not in OBSERVATION_STATUSES:
                     continue
                 analyte = self._analyte_of(res)
                 if analyte:
                     _validate(res)
                     keep_latest(analyte, res)
             elif kind == "Procedure":
-                if res.get("status") == "completed" and self.codes.known(_codings(res.get("code"))):
+                if _str(res.get("status")) == "completed" and self.codes.known(
+                    _codings(res.get("code"))
+                ):
                     _validate(res)
                     procedures.append(
                         self._coded(res, res.get("code"), res.get("performedDateTime"))
                     )
             elif kind in ("MedicationRequest", "MedicationStatement"):
-                status = res.get("status")
+                status = _str(res.get("status"))
                 if kind == "MedicationRequest" and status == "draft":
                     record = self._medication(res)
                     if record:
@@ -213,7 +224,7 @@ class FactExtractor:
                 record = self._allergy(res)
                 if record:
                     allergies.append(record)
-            elif kind == "ServiceRequest" and res.get("status") == "draft":
+            elif kind == "ServiceRequest" and _str(res.get("status")) == "draft":
                 record = self._service_request(res)
                 if record:
                     draft_tests.append(record)
@@ -252,7 +263,7 @@ class FactExtractor:
             words=_words(concept),
             label=_label(concept),
             date=str(when)[:10] if when else None,
-            status=str(res.get("status")) if res.get("status") else None,
+            status=_str(res.get("status")),
         )
 
     def _condition(self, res: Resource) -> CodedRecord | None:
@@ -272,7 +283,7 @@ class FactExtractor:
         if _status_code(res.get("verificationStatus")) in NOT_TRUE:
             return None
         substances = [res.get("code")] + [
-            r.get("substance") for r in res.get("reaction") or () if isinstance(r, Mapping)
+            r.get("substance") for r in _list(res.get("reaction")) if isinstance(r, Mapping)
         ]
         codings = tuple(c for s in substances for c in _codings(s))
         words = _words(*substances)
@@ -302,7 +313,7 @@ class FactExtractor:
             date=str(res.get("authoredOn") or res.get("dateAsserted") or "")[:10] or None,
             route_codings=_codings(route),
             route_words=_words(route),
-            status=str(res.get("status")) if res.get("status") else None,
+            status=_str(res.get("status")),
             dose_ug=dose,
             timing=timing,
             has_prior_prescription=bool(res.get("priorPrescription")),

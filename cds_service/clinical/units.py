@@ -45,24 +45,26 @@ def read_quantity(
     )
 
 
+def _array(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
 def read_qualitative(
     analyte: str, reference: str, when: datetime | None, res: Mapping[str, Any], protocol: Protocol
 ) -> LabResult:
     reading = protocol.observations.qualitative
     interpretations = {
         str(c.get("code"))
-        for concept in res.get("interpretation") or ()
+        for concept in _array(res.get("interpretation"))
         if isinstance(concept, Mapping)
-        for c in concept.get("coding") or ()
+        for c in _array(concept.get("coding"))
         if isinstance(c, Mapping)
     }
     words: list[str] = []
     value = res.get("valueCodeableConcept")
     if isinstance(value, Mapping):
         words.append(str(value.get("text") or ""))
-        words += [
-            str(c.get("display") or "") for c in value.get("coding") or () if isinstance(c, Mapping)
-        ]
+        words += [str(c.get("display") or "") for c in _array(value.get("coding"))]
     if isinstance(res.get("valueString"), str):
         words.append(res["valueString"])
     text = " ".join(words).lower()
