@@ -1,0 +1,24 @@
+# B12 CDS: CDS Hooks 2.0 service. Build: docker build -t b12-cds .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system cds && useradd --system --gid cds --home-dir /app --shell /usr/sbin/nologin cds
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY cds_service ./cds_service
+# Same install step as the README.
+RUN pip install .
+
+USER cds
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD python -c "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"
+
+# Authentication is on by default: set CDS_PUBLIC_BASE_URL and CDS_CLIENTS_FILE (mount the file).
+CMD ["uvicorn", "cds_service.app:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,336 @@
+"""The CDS Hooks 2.0 HTTP service (FastAPI).
+
+`create_app(settings)` builds the app; `cds_service.app:app` is the app configured from the
+environment, built on first access so that importing this module never needs the `CDS_*`
+variables (tests build their own apps).
+
+Every answer is JSON, errors included: `{"error": {"status": N, "message": "..."}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import date
+from functools import cache
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds_service.auth import (
+    AuthenticationError,
+    InMemoryReplayCache,
+    JwksCache,
+    JwtVerifier,
+    load_clients,
+)
+from cds_service.clinical.extract import InvalidResourceError
+from cds_service.engine import Engine
+from cds_service.hooks.cards import CardBuilder, HookContext
+from cds_service.hooks.feedback import FeedbackStore
+from cds_service.hooks.models import (
+    FeedbackRequest,
+    HookRequest,
+    RequestError,
+    describe,
+    parse_hook_request,
+)
+from cds_service.hooks.prefetch import (
+    Fetcher,
+    MissingPrefetch,
+    PrefetchError,
+    ResolvedRecord,
+    resolve,
+)
+from cds_service.hooks.services import SERVICES, Service
+from cds_service.settings import Settings
+
+logger = logging.getLogger("cds_service.app")
+
+AUTH_OFF_WARNING = (
+    "CDS_AUTH=off: CDS client authentication is DISABLED; any caller can use this service. "
+    "Never run like this with real patient data."
+)
+MAX_JSON_DEPTH = 200
+
+
+class ApiError(Exception):
+    """An error answered as JSON with `status`; `headers` are added to the response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"status": status, "message": message, **extra}}
+
+
+def _error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, **extra), status_code=status, headers=headers)
+
+
+def _depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Iterative depth check, so a deeply nested body cannot exhaust the stack later on."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as JSON; 413 past `max_bytes` (declared or streamed), 400 if not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length header") from None
+        if size > max_bytes:
+            raise ApiError(413, f"request body exceeds {max_bytes} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise ApiError(413, f"request body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; a JSON object is required")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+    if not _depth_ok(body):
+        raise ApiError(400, "the request body is nested too deeply")
+    return body
+
+
+class ServiceState:
+    """Everything the routes share, built once per app."""
+
+    def __init__(self, settings: Settings, verifier: JwtVerifier | None) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.engine = Engine.build()
+        self.engine.protocol.profile(settings.profile)  # an unknown profile fails at start-up
+        self.cards = CardBuilder(self.engine.protocol)
+        self.feedback = FeedbackStore()
+
+
+def _build_verifier(settings: Settings) -> JwtVerifier | None:
+    if not settings.auth:
+        return None
+    assert settings.clients_file is not None  # Settings.check
+    return JwtVerifier(
+        load_clients(settings.clients_file),
+        JwksCache(timeout_s=settings.jwks_timeout_s),
+        InMemoryReplayCache(),
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    fetcher: Fetcher | None = None,
+    clock: Callable[[], date] = date.today,
+) -> FastAPI:
+    """Build the service. `fetcher` fills missing prefetch keys; `clock` gives the start date."""
+    settings = settings or Settings.from_env()
+    settings.check()
+    state = ServiceState(settings, _build_verifier(settings))
+    if not settings.auth:
+        logger.warning(AUTH_OFF_WARNING)
+
+    app = FastAPI(
+        title="B12 CDS",
+        description="CDS Hooks 2.0 service for vitamin B12 deficiency",
+        version=state.engine.protocol.version,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.cds = state
+    app.state.fetcher = fetcher
+    app.state.clock = clock
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status, exc.message, exc.headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
+        return _error_response(exc.status_code, message or str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(422, "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort: the tests show no input reaches it. No details leave the process.
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error_response(500, "internal error")
+
+    async def authenticate(request: Request) -> None:
+        if state.verifier is None:
+            logger.warning(AUTH_OFF_WARNING)
+            return
+        audience = settings.public_base_url + request.url.path
+        try:
+            # The verified client (its allowed fhir_servers) is kept for the fallback fetch.
+            request.state.cds_client = await state.verifier.verify(
+                request.headers.get("authorization"), audience
+            )
+        except AuthenticationError:
+            raise ApiError(
+                401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+
+    def service_of(service_id: str) -> Service:
+        service = SERVICES.get(service_id)
+        if service is None:
+            raise ApiError(404, "unknown CDS service")
+        return service
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        p = state.engine.protocol
+        return {"status": "ok", "protocol": {"id": p.id, "version": p.version}}
+
+    @app.get("/cds-services")
+    async def discovery(request: Request) -> dict[str, Any]:
+        if settings.discovery_requires_auth:
+            await authenticate(request)
+        return {"services": [s.discovery() for s in SERVICES.values()]}
+
+    @app.post("/cds-services/{service_id}")
+    async def call_service(service_id: str, request: Request) -> JSONResponse:
+        await authenticate(request)
+        service = service_of(service_id)
+        body = await read_json(request, settings.max_body_bytes)
+        try:
+            hook_request = parse_hook_request(body, service.hook)
+        except RequestError as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            record = await resolve(hook_request, request.app.state.fetcher)
+        except PrefetchError as exc:
+            raise ApiError(400, str(exc)) from None
+        except MissingPrefetch as exc:
+            raise ApiError(
+                412,
+                "required FHIR data is missing from the prefetch and could not be fetched",
+                extra={"missing": sorted(exc.details)},
+            ) from None
+        today = request.app.state.clock()
+        try:
+            cards = await run_in_threadpool(_answer, state, service, hook_request, record, today)
+        except InvalidResourceError as exc:
+            raise ApiError(400, str(exc)) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # Input the clinical core could not read although it passed the checks above: a
+            # gap in those checks, logged so it gets closed; the caller gets a 400.
+            logger.error("unreadable resource reached the engine", exc_info=exc)
+            raise ApiError(400, "a resource in the request could not be read") from None
+        state.feedback.issue(service.id, cards)
+        return JSONResponse({"cards": cards})
+
+    @app.post("/cds-services/{service_id}/feedback")
+    async def feedback(service_id: str, request: Request) -> dict[str, Any]:
+        await authenticate(request)
+        service = service_of(service_id)
+        body = await read_json(request, settings.max_body_bytes)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        try:
+            parsed = FeedbackRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(400, describe(exc)) from None
+        state.feedback.record(service.id, parsed)
+        return {}
+
+    return app
+
+
+def _answer(
+    state: ServiceState,
+    service: Service,
+    request: HookRequest,
+    record: ResolvedRecord,
+    today: date,
+) -> list[dict[str, Any]]:
+    """The cards for one call (runs in a worker thread: the engine is CPU-bound)."""
+    ctx = request.context
+    plan = state.engine.plan(
+        record.resources,
+        start=today,
+        profile=state.settings.profile,
+        patient_id=record.patient_id,
+        draft_orders=record.draft_orders,
+    )
+    user = ctx.get("userId")
+    encounter = ctx.get("encounterId")
+    series = state.engine.medication_requests(
+        plan, requester=user, encounter=encounter, authored_on=today
+    )
+    selections = ctx.get("selections")
+    hook_ctx = HookContext(
+        hook=service.hook,
+        patient_id=record.patient_id,
+        user_id=user,
+        encounter_id=encounter,
+        draft_orders=record.draft_orders,
+        selections=tuple(selections) if isinstance(selections, list) else None,
+        not_checked=tuple(sorted(record.missing)),
+        authored_on=today,
+    )
+    return state.cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))
+
+
+@cache
+def _default_app() -> FastAPI:
+    logging.basicConfig(level=logging.INFO)
+    return create_app(Settings.from_env())
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn cds_service.app:app` looks the attribute up; build the configured app then.
+    if name == "app":
+        return _default_app()
+    raise AttributeError(name)

@@ -1,0 +1,395 @@
+"""Fetches prefetch data the EHR did not send, from the EHR's own FHIR server.
+
+One ``FhirFetcher`` serves the whole app: it keeps one ``httpx.AsyncClient`` (connection pool)
+and no per-request state, so concurrent hook calls can share it. Each ``fetch`` call runs all
+its queries concurrently under a per-query timeout and an overall deadline, follows search
+paging, validates every answer with the fhir.resources R4B models, and reports what failed per
+prefetch key with a reason that holds no secrets or PHI.
+
+The EHR's access token is only ever placed in the ``Authorization`` header of the requests of
+the call that received it; it is not stored, logged or put into any error. Logs name the
+prefetch key, the resource type, the status code and the timing, never the URL or query, which
+carry patient ids. (httpx itself logs request URLs at INFO on the ``httpx`` logger; keep that
+logger at WARNING in production.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urljoin
+
+import httpx
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+
+from .allowlist import Allowlist, is_under
+from .errors import DataUnavailable
+
+logger = logging.getLogger("cds_service.fetch")
+
+FHIR_JSON = "application/fhir+json"
+ACCEPTED_CONTENT_TYPES = frozenset({FHIR_JSON, "application/json"})
+
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_DEADLINE = 4.0
+DEFAULT_MAX_PAGES = 10
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+REASON_NO_SERVER = "no fhirServer in the request"
+REASON_NOT_ALLOWED = "server not on the allowlist"
+REASON_BAD_TOKEN = "access token is not a valid bearer token"
+REASON_BAD_QUERY = "query is not a relative FHIR read or search"
+REASON_NOT_JSON = "answer is not JSON"
+REASON_INVALID = "invalid FHIR in the answer"
+REASON_CONNECT = "could not connect to the FHIR server"
+REASON_NEXT_OFF_SERVER = "next page link leaves the FHIR server"
+
+_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# RFC 6750 b64token is stricter; any visible ASCII keeps odd but harmless tokens working while
+# refusing the control characters that would let a token inject headers.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+class _Unavailable(Exception):
+    """Internal: one query failed, with a reason fit for ``DataUnavailable.details``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    kind: Literal["read", "search"]
+    resource_type: str
+    resource_id: str | None
+
+
+def _is_id(segment: str) -> bool:
+    return bool(_ID.fullmatch(segment)) and segment not in (".", "..")
+
+
+def parse_query(query: str) -> ParsedQuery | None:
+    """Classifies a rendered prefetch query, or returns None for anything that is not a plain
+    relative read (``Type/id``, ``Type/id/_history/v``) or search (``Type?...``,
+    ``Patient/id/Type?...``). Paths that could climb out of the FHIR base are refused."""
+    if not isinstance(query, str) or not query or "#" in query or "\\" in query:
+        return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in query):
+        return None
+    path, _, _ = query.partition("?")
+    lowered = path.lower()
+    if "%" in path or ":" in path or " " in path or lowered.startswith("/"):
+        return None
+    segments = path.split("/")
+    if not segments or not _TYPE.fullmatch(segments[0]):
+        return None
+    if len(segments) == 1:
+        return ParsedQuery("search", segments[0], None)
+    if not _is_id(segments[1]):
+        return None
+    if len(segments) == 2:
+        return ParsedQuery("read", segments[0], segments[1])
+    if len(segments) == 3 and _TYPE.fullmatch(segments[2]):
+        return ParsedQuery("search", segments[2], None)
+    if len(segments) == 4 and segments[2] == "_history" and _is_id(segments[3]):
+        return ParsedQuery("read", segments[0], segments[1])
+    return None
+
+
+def unavailable_outcome(reason: str) -> dict[str, Any]:
+    """What an optional key that could not be fetched maps to."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "exception", "diagnostics": reason}],
+    }
+
+
+def unavailable_reason(value: Any) -> str | None:
+    """The reason if ``value`` is an OperationOutcome standing in for missing data, else None."""
+    if not isinstance(value, Mapping) or value.get("resourceType") != "OperationOutcome":
+        return None
+    for issue in value.get("issue") or ():
+        diagnostics = issue.get("diagnostics") if isinstance(issue, Mapping) else None
+        if isinstance(diagnostics, str):
+            return diagnostics
+    return "data unavailable"
+
+
+def _validate(resource: Any) -> None:
+    """Raises ``_Unavailable`` unless ``resource`` is a valid FHIR R4B resource."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        raise _Unavailable(REASON_INVALID)
+    try:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    except Exception:  # Whatever the models reject, for whatever reason, is invalid FHIR.
+        raise _Unavailable(REASON_INVALID) from None
+
+
+def _validate_page(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """Checks one searchset page and returns its entries. The Bundle shell and each entry's
+    resource are validated separately, so every resource gets its own concrete model."""
+    entries = bundle.get("entry", [])
+    if bundle.get("type") != "searchset" or not isinstance(entries, list):
+        raise _Unavailable(REASON_INVALID)
+    shell_entries = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            raise _Unavailable(REASON_INVALID)
+        _validate(entry["resource"])
+        shell_entries.append({k: v for k, v in entry.items() if k != "resource"})
+    shell = {k: v for k, v in bundle.items() if k != "entry"}
+    if shell_entries:
+        shell["entry"] = shell_entries
+    _validate(shell)
+    return entries
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link") or []
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            if not isinstance(url, str) or not url:
+                raise _Unavailable(REASON_INVALID)
+            return url
+    return None
+
+
+class FhirFetcher:
+    """Implements the hook layer's ``Fetcher`` protocol over real HTTP.
+
+    ``timeout`` bounds each query including all its pages; ``deadline`` bounds a whole
+    ``fetch`` call; ``max_pages`` caps search paging (more pages make the key unavailable
+    rather than silently truncated, since partial data can change a clinical answer);
+    ``max_bytes`` caps each response body. A ``client`` passed in stays the caller's to close;
+    one created here (lazily, on first use) is closed by ``aclose()``. Either way it belongs to
+    the event loop it is first used on: create and close the fetcher in the app's lifespan.
+    """
+
+    def __init__(
+        self,
+        allowlist: Allowlist,
+        *,
+        client: httpx.AsyncClient | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if timeout <= 0 or deadline <= 0 or max_pages < 1 or max_bytes < 1:
+            raise ValueError("timeout, deadline, max_pages and max_bytes must be positive")
+        self.allowlist = allowlist
+        self.timeout = timeout
+        self.deadline = deadline
+        self.max_pages = max_pages
+        self.max_bytes = max_bytes
+        self._client = client
+        self._owns_client = client is None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,
+                # No proxies or .netrc credentials picked up from the environment.
+                trust_env=False,
+                # A shared client must not carry one EHR session's cookies into the next call.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+                headers={"Accept": FHIR_JSON},
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> FhirFetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def fetch(
+        self,
+        fhir_server: str | None,
+        access_token: str | None,
+        queries: Mapping[str, str],
+        *,
+        allow: Sequence[str] = (),
+        optional: Set[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """Returns prefetch key -> FHIR JSON: the resource for a read, one searchset Bundle
+        holding every page's entries for a search. Raises ``DataUnavailable`` naming every
+        failed key not in ``optional``; a failed optional key maps to an OperationOutcome
+        (see ``unavailable_outcome``). ``allow`` adds allowlist prefixes for this call only."""
+        if not queries:
+            return {}
+        reasons: dict[str, str] = {}
+        results: dict[str, Any] = {}
+        if not fhir_server:
+            reasons = dict.fromkeys(queries, REASON_NO_SERVER)
+        elif not self.allowlist.allows(fhir_server, allow):
+            reasons = dict.fromkeys(queries, REASON_NOT_ALLOWED)
+        elif access_token is not None and not _TOKEN.fullmatch(access_token):
+            reasons = dict.fromkeys(queries, REASON_BAD_TOKEN)
+        if reasons:
+            for key, reason in reasons.items():
+                logger.warning("FHIR fetch skipped: key=%r reason=%s", key, reason)
+        else:
+            assert fhir_server is not None
+            base = fhir_server.rstrip("/")
+            headers = {"Accept": FHIR_JSON}
+            if access_token is not None:
+                headers["Authorization"] = f"Bearer {access_token}"
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            deadline_at = start + self.deadline
+            keys = list(queries)
+            outcomes = await asyncio.gather(
+                *(self._timed(key, base, queries[key], headers, start, deadline_at) for key in keys)
+            )
+            for key, (ok, value) in zip(keys, outcomes, strict=True):
+                if ok:
+                    results[key] = value
+                else:
+                    reasons[key] = value
+        required = {key: reason for key, reason in reasons.items() if key not in optional}
+        if required:
+            raise DataUnavailable(required)
+        for key, reason in reasons.items():
+            results[key] = unavailable_outcome(reason)
+        return results
+
+    async def _timed(
+        self,
+        key: str,
+        base: str,
+        query: str,
+        headers: dict[str, str],
+        start: float,
+        deadline_at: float,
+    ) -> tuple[bool, Any]:
+        """Runs one query to completion; returns (True, data) or (False, reason)."""
+        began = time.perf_counter()
+        parsed = parse_query(query)
+        kind = parsed.resource_type if parsed is not None else "?"
+        status: list[int] = []
+        per_query = start + self.timeout <= deadline_at
+        try:
+            if parsed is None:
+                raise _Unavailable(REASON_BAD_QUERY)
+            async with asyncio.timeout_at(min(start + self.timeout, deadline_at)):
+                data = await self._run(base, query, parsed, headers, status)
+        except _Unavailable as exc:
+            reason = exc.reason
+        except (TimeoutError, httpx.TimeoutException):
+            if per_query:
+                reason = f"timed out after {self.timeout:.1f} s"
+            else:
+                reason = f"timed out at the {self.deadline:.1f} s overall deadline"
+        except httpx.ConnectError:
+            reason = REASON_CONNECT
+        except httpx.HTTPError as exc:  # Protocol errors, closed connections, bad headers.
+            reason = f"HTTP error talking to the FHIR server ({type(exc).__name__})"
+        else:
+            logger.info(
+                "FHIR fetch ok: key=%r type=%s status=%s pages=%d elapsed_ms=%.0f",
+                key,
+                kind,
+                status[-1] if status else None,
+                len(status),
+                (time.perf_counter() - began) * 1000,
+            )
+            return True, data
+        logger.warning(
+            "FHIR fetch failed: key=%r type=%s status=%s reason=%s elapsed_ms=%.0f",
+            key,
+            kind,
+            status[-1] if status else None,
+            reason,
+            (time.perf_counter() - began) * 1000,
+        )
+        return False, reason
+
+    async def _run(
+        self,
+        base: str,
+        query: str,
+        parsed: ParsedQuery,
+        headers: dict[str, str],
+        status: list[int],
+    ) -> Any:
+        url = f"{base}/{query}"
+        if not is_under(url, base):  # parse_query should make this impossible; belt and braces.
+            raise _Unavailable(REASON_BAD_QUERY)
+        if parsed.kind == "read":
+            resource = await self._get(url, headers, status)
+            await asyncio.to_thread(_validate, resource)
+            if resource["resourceType"] != parsed.resource_type:
+                raise _Unavailable(f"answer is not a {parsed.resource_type}")
+            if resource.get("id", parsed.resource_id) != parsed.resource_id:
+                raise _Unavailable(f"answer is a different {parsed.resource_type}")
+            return resource
+
+        entries: list[dict[str, Any]] = []
+        while True:
+            bundle = await self._get(url, headers, status)
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                raise _Unavailable("search answer is not a Bundle")
+            # Validation is CPU-bound; a thread keeps the event loop serving other requests.
+            entries.extend(await asyncio.to_thread(_validate_page, bundle))
+            next_url = _next_link(bundle)
+            if next_url is None:
+                break
+            if len(status) >= self.max_pages:
+                raise _Unavailable(f"more than {self.max_pages} pages of results")
+            url = urljoin(base + "/", next_url)
+            if not is_under(url, base):
+                raise _Unavailable(REASON_NEXT_OFF_SERVER)
+        matches = [e for e in entries if (e.get("search") or {}).get("mode", "match") == "match"]
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(matches),
+            "entry": entries,
+        }
+
+    async def _get(self, url: str, headers: dict[str, str], status: list[int]) -> Any:
+        """One GET; returns the parsed JSON body or raises ``_Unavailable``."""
+        request = self.client.build_request("GET", url, headers=headers, timeout=self.timeout)
+        response = await self.client.send(request, stream=True, follow_redirects=False)
+        try:
+            status.append(response.status_code)
+            if response.status_code != 200:
+                raise _Unavailable(f"FHIR server answered {response.status_code}")
+            content_type = response.headers.get("content-type", "").split(";")[0].strip()
+            if content_type.lower() not in ACCEPTED_CONTENT_TYPES:
+                raise _Unavailable("answer is not FHIR JSON (content type)")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise _Unavailable(f"answer larger than {self.max_bytes} bytes")
+        finally:
+            await response.aclose()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _Unavailable(REASON_NOT_JSON) from None

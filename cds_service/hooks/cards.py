@@ -1,0 +1,638 @@
+"""CDS Hooks cards from a plan: pure functions, no HTTP.
+
+What the cards say and when follows protocol.md: a treatment card for a confirmed deficiency that
+needs a new course, one card per safety finding (S-rules), the D4 / D6 / D7 information cards,
+checks of the draft orders being signed, and nothing at all when there is nothing to act on.
+Every card names the profile and protocol version in its `source.topic` and lists the rules that
+fired (in the detail and in `extension.rules`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cds_service.clinical.assessment import CONFIRMED, INDETERMINATE, NOT_DEFICIENT, UNKNOWN
+from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.facts import CodedRecord, Evidence
+from cds_service.clinical.regimen import Plan, Schedule
+from cds_service.fhir.dosage_text import frequency_phrase
+from cds_service.protocol import Protocol
+
+JSON = dict[str, Any]
+
+SOURCE_LABEL = "B12 CDS"
+TOPIC_SYSTEM = "https://b12-cds.example.org/CodeSystem/protocol-profile"
+OVERRIDE_SYSTEM = "https://b12-cds.example.org/CodeSystem/override-reason"
+OVERRIDE_REASONS: tuple[JSON, ...] = (
+    {"system": OVERRIDE_SYSTEM, "code": "patient-declines-injections",
+     "display": "Patient declines injections"},
+    {"system": OVERRIDE_SYSTEM, "code": "treated-elsewhere",
+     "display": "Treated elsewhere"},
+    {"system": OVERRIDE_SYSTEM, "code": "clinical-judgement",
+     "display": "Clinical judgement"},
+)  # fmt: skip
+INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+MAX_SUMMARY = 139
+ORDER_HOOKS = ("order-select", "order-sign")
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What the cards need from the hook call besides the plan."""
+
+    hook: str
+    patient_id: str
+    user_id: str | None = None
+    encounter_id: str | None = None
+    #: Resources of `context.draftOrders` (order-select / order-sign).
+    draft_orders: tuple[Mapping[str, Any], ...] = ()
+    #: `context.selections` (order-select): only these drafts are checked.
+    selections: tuple[str, ...] | None = None
+    #: Optional data that could not be obtained, named in the treatment card.
+    not_checked: tuple[str, ...] = ()
+    authored_on: date | None = None
+
+
+def _summary(*candidates: str) -> str:
+    """The first candidate that fits under 140 characters, else the last one shortened."""
+    for text in candidates:
+        if len(text) <= MAX_SUMMARY:
+            return text
+    return candidates[-1][: MAX_SUMMARY - 1].rstrip() + "…"
+
+
+def _evidence_lines(items: Iterable[Evidence]) -> list[str]:
+    lines: list[str] = []
+    for e in items:
+        line = f"- {e.text}" + (f" ({e.date})" if e.date else "") + f" — `{e.reference}`"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+class CardBuilder:
+    """Holds the protocol and its code index; `cards()` is pure given its arguments."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.codes = CodeIndex(protocol)
+
+    # -- shared parts -------------------------------------------------------------------------
+
+    def source(self, plan: Plan) -> JSON:
+        a = plan.assessment
+        p = self.protocol
+        return {
+            "label": SOURCE_LABEL,
+            "url": p.url,
+            "topic": {
+                "system": TOPIC_SYSTEM,
+                "code": a.profile_name,
+                "display": f"{a.profile_name} v{a.profile.version}, protocol {p.version}",
+            },
+        }
+
+    def extension(self, plan: Plan, kind: str) -> JSON:
+        a = plan.assessment
+        return {
+            "rules": list(plan.rule_ids),
+            "card": kind,
+            "profile": a.profile_name,
+            "profileVersion": a.profile.version,
+            "protocol": self.protocol.id,
+            "protocolVersion": self.protocol.version,
+            "status": a.status,
+        }
+
+    def citations(self, keys: Iterable[str]) -> list[str]:
+        lines: list[str] = []
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen or key not in self.protocol.sources.sources:
+                continue
+            seen.add(key)
+            src = self.protocol.sources.sources[key]
+            lines.append(f"- [{src.title}]({src.url})" if src.url else f"- {src.title}")
+        return lines
+
+    def footer(self, plan: Plan, citation_keys: Iterable[str]) -> list[str]:
+        a = plan.assessment
+        lines = [
+            "",
+            f"**Rules fired:** {', '.join(plan.rule_ids) or 'none'}",
+            "",
+            f"**Protocol:** {self.protocol.title} {self.protocol.version}, profile "
+            f"{a.profile_name} v{a.profile.version}",
+        ]
+        cites = self.citations(citation_keys)
+        if cites:
+            lines += ["", "**Sources**", *cites]
+        return lines
+
+    def card(
+        self,
+        plan: Plan,
+        kind: str,
+        indicator: str,
+        summary: str,
+        detail: list[str],
+        new_id: Callable[[], str],
+        suggestions: list[JSON] | None = None,
+        override: bool = False,
+    ) -> JSON:
+        out: JSON = {
+            "uuid": new_id(),
+            "summary": summary,
+            "detail": "\n".join(detail).strip(),
+            "indicator": indicator,
+            "source": self.source(plan),
+        }
+        if suggestions:
+            out["suggestions"] = suggestions
+            out["selectionBehavior"] = "at-most-one"
+        if override:
+            out["overrideReasons"] = [dict(r) for r in OVERRIDE_REASONS]
+        out["extension"] = self.extension(plan, kind)
+        return out
+
+    def schedule_table(self, schedule: Schedule) -> list[str]:
+        rows = [
+            "| # | Phase | Dose | Route | Frequency | Doses | Start | End |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in schedule.phases:
+            t = p.phase.timing
+            end = p.end.isoformat() if p.end else ("lifelong" if schedule.lifelong else "review")
+            rows.append(
+                f"| {p.index + 1} | {p.phase.title} | {p.phase.dose_ug:g} mcg | {p.phase.route} "
+                f"| {frequency_phrase(t)} | {t.count or '-'} | {p.start.isoformat()} | {end} |"
+            )
+        notes = [
+            f"- Phase {p.index + 1}: {p.phase.condition}"
+            for p in schedule.phases
+            if p.phase.condition
+        ]
+        return rows + ([""] + notes if notes else [])
+
+    def series_suggestion(
+        self,
+        schedule: Schedule,
+        series: Mapping[str, list[JSON]],
+        new_id: Callable[[], str],
+        *,
+        label: str | None = None,
+        deletes: Iterable[str] = (),
+    ) -> JSON | None:
+        resources = series.get(schedule.regimen_id) or []
+        if not resources:
+            return None
+        actions: list[JSON] = [
+            {"type": "delete", "description": f"Remove the draft order {ref}", "resourceId": ref}
+            for ref in deletes
+        ]
+        for r in resources:
+            text = r.get("dosageInstruction", [{}])[0].get("text", "")
+            actions.append(
+                {
+                    "type": "create",
+                    "description": _summary(f"Create: {text}", f"Create phase {r.get('id', '')}"),
+                    "resource": r,
+                }
+            )
+        tag = "Recommended" if schedule.recommended else "Alternative"
+        return {
+            "label": label or f"{tag}: {schedule.regimen.title}",
+            "uuid": new_id(),
+            "isRecommended": schedule.recommended,
+            "actions": actions,
+        }
+
+    # -- draft orders ---------------------------------------------------------------------------
+
+    def _checked_drafts(self, plan: Plan, ctx: HookContext) -> list[CodedRecord]:
+        """Draft medication orders of the hook context (order-select: the selected ones)."""
+        if ctx.hook not in ORDER_HOOKS:
+            return []
+        refs = {
+            f"{r.get('resourceType')}/{r.get('id')}"
+            for r in ctx.draft_orders
+            if isinstance(r.get("id"), str) and r.get("id")
+        }
+        if ctx.selections is not None:
+            refs &= {_relative(s) for s in ctx.selections}
+        return [r for r in plan.assessment.facts.draft_medications if r.reference in refs]
+
+    def is_b12(self, r: CodedRecord) -> bool:
+        return self.codes.matches("b12_product", r.codings, r.words)
+
+    def is_iv(self, r: CodedRecord) -> bool:
+        return self.codes.matches("intravenous_route", r.route_codings, r.route_words)
+
+    def on_protocol(self, r: CodedRecord, plan: Plan) -> bool:
+        """The draft's dose, route and frequency match the first phase of some proposed schedule.
+
+        Missing dose or timing is not compared (it cannot be shown to be off-protocol).
+        """
+        for schedule in plan.schedules:
+            phase = schedule.phases[0].phase
+            route = self.protocol.regimens.routes[phase.route].coding
+            route_coding = (self.protocol.system_url(route.system), route.code)
+            if r.dose_ug is not None and abs(r.dose_ug - phase.dose_ug) > 1e-6:
+                continue
+            if r.route_codings and route_coding not in r.route_codings:
+                continue
+            if r.timing and not _timing_matches(r.timing, phase.timing):
+                continue
+            return True
+        return False
+
+    # -- the cards ---------------------------------------------------------------------------
+
+    def cards(
+        self,
+        plan: Plan,
+        series: Mapping[str, list[JSON]],
+        ctx: HookContext,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> list[JSON]:
+        a = plan.assessment
+        out: list[JSON] = []
+        drafts = self._checked_drafts(plan, ctx)
+        b12_drafts = [r for r in drafts if self.is_b12(r)]
+        iv_drafts = [r for r in b12_drafts if self.is_iv(r)]
+        active_b12 = [r for r in a.facts.medications if self.is_b12(r)]
+        handled: set[str] = set()
+
+        if a.new_course and plan.recommended is not None:
+            out.append(self.treatment_card(plan, series, ctx, new_id))
+
+        if a.status == CONFIRMED and a.type_rule is not None and not a.type_rule.schedule:
+            out.append(self.specialist_card(plan, new_id))
+
+        for finding in a.findings:
+            rule = finding.rule
+            detail = [rule.detail, ""]
+            if finding.evidence:
+                detail += ["**Evidence**", *_evidence_lines(finding.evidence)]
+            suggestions: list[JSON] = []
+            if rule.id == "S2" and iv_drafts:
+                suggestions += self._replace(plan, series, iv_drafts, new_id, "IM protocol series")
+                handled |= {r.reference for r in iv_drafts}
+            if rule.id == "S7":
+                duplicates = [r for r in b12_drafts if r.reference not in handled]
+                if active_b12 and duplicates:
+                    detail += [
+                        "",
+                        "The B12 order being signed duplicates the current B12 therapy.",
+                    ]
+                    suggestions.append(
+                        {
+                            "label": "Remove the duplicate B12 order",
+                            "uuid": new_id(),
+                            "actions": [
+                                {
+                                    "type": "delete",
+                                    "description": f"Remove the draft order {r.reference}",
+                                    "resourceId": r.reference,
+                                }
+                                for r in duplicates
+                            ],
+                        }
+                    )
+                    handled |= {r.reference for r in duplicates}
+                if a.schedule_allowed and plan.recommended is not None:
+                    detail += [
+                        "",
+                        f"**Protocol schedule, for reference** ({plan.recommended.rule_id}): "
+                        f"{plan.recommended.regimen.title}",
+                        "",
+                        *self.schedule_table(plan.recommended),
+                    ]
+            detail += self.footer(plan, rule.citations)
+            out.append(
+                self.card(
+                    plan,
+                    f"safety-{rule.id}",
+                    rule.indicator,
+                    rule.summary,
+                    detail,
+                    new_id,
+                    suggestions,
+                    override=bool(suggestions),
+                )
+            )
+
+        off = [
+            r
+            for r in b12_drafts
+            if r.reference not in handled and not active_b12 and not self.on_protocol(r, plan)
+        ]
+        if off and plan.recommended is not None and a.status == CONFIRMED:
+            out.append(self.off_protocol_card(plan, series, off, new_id))
+
+        if a.status == INDETERMINATE and "D4" in a.deficiency_rules:
+            out.append(self.mma_card(plan, ctx, new_id))
+        if a.status == NOT_DEFICIENT and "D7" in a.deficiency_rules:
+            out.append(self.very_high_card(plan, new_id))
+        if a.status == UNKNOWN and b12_drafts:
+            out.append(self.no_deficiency_card(plan, new_id))
+        if a.unusable:
+            out.append(self.unusable_card(plan, new_id))
+
+        out.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
+        return out
+
+    def _replace(
+        self,
+        plan: Plan,
+        series: Mapping[str, list[JSON]],
+        drafts: list[CodedRecord],
+        new_id: Callable[[], str],
+        what: str,
+    ) -> list[JSON]:
+        refs = [r.reference for r in drafts]
+        if plan.recommended is not None and plan.assessment.schedule_allowed:
+            suggestion = self.series_suggestion(
+                plan.recommended,
+                series,
+                new_id,
+                label=_summary(f"Replace the draft order with the {what}"),
+                deletes=refs,
+            )
+            if suggestion is not None:
+                return [suggestion]
+        return [
+            {
+                "label": "Remove the draft order",
+                "uuid": new_id(),
+                "actions": [
+                    {"type": "delete", "description": f"Remove the draft order {ref}",
+                     "resourceId": ref}
+                    for ref in refs
+                ],
+            }
+        ]  # fmt: skip
+
+    def treatment_card(
+        self,
+        plan: Plan,
+        series: Mapping[str, list[JSON]],
+        ctx: HookContext,
+        new_id: Callable[[], str],
+    ) -> JSON:
+        a = plan.assessment
+        rec = plan.recommended
+        assert rec is not None
+        type_label = a.type_rule.label if a.type_rule else "cause not identified"
+        causes = ", ".join(c.label for c in a.causes if c.id != "unspecified")
+        summary = _summary(
+            f"B12 deficiency ({type_label}{': ' + causes if causes else ''}): "
+            f"start {rec.regimen.title}",
+            f"B12 deficiency ({type_label}): start {rec.regimen.title}",
+        )
+        detail = [
+            f"**Vitamin B12 deficiency confirmed.** Type: {type_label}"
+            + (f" ({causes})" if causes else "")
+            + f". Severity: {a.severity}.",
+            "",
+            "Left untreated for more than 3 months, B12 deficiency can leave permanent "
+            "spinal-cord damage.",
+            "",
+            "**Evidence**",
+            *_evidence_lines((*a.deficiency_evidence, *a.cause_evidence)),
+            "",
+            f"**Recommended schedule** ({rec.rule_id}): {rec.regimen.title}",
+            "",
+            *self.schedule_table(rec),
+        ]
+        for alt in plan.alternatives:
+            detail += ["", f"**Alternative** ({alt.rule_id}): {alt.regimen.title}", ""]
+            detail += self.schedule_table(alt)
+        if plan.monitoring:
+            detail += ["", "**Monitoring**", *[f"- {m.id}: {m.text}" for m in plan.monitoring]]
+        detail += ["", f"**Maintenance:** {self.protocol.rules.maintenance_note}"]
+        if a.unusable:
+            detail += ["", "**Results that could not be used**"]
+            detail += [f"- {r.shown} ({r.problem}) — `{r.reference}`" for r in a.unusable]
+        if ctx.not_checked:
+            detail += [
+                "",
+                "**Not checked** (not provided by the EHR): " + ", ".join(ctx.not_checked),
+            ]
+        keys = [*a.profile.citations]
+        for s in plan.schedules:
+            keys += s.regimen.citations
+        for m in plan.monitoring:
+            keys += m.citations
+        for d in a.deficiency_rules:
+            if d in self.protocol.rules.deficiency_rules:
+                keys += self.protocol.rules.deficiency_rules[d].citations
+        detail += self.footer(plan, keys)
+        suggestions = [
+            s
+            for s in (self.series_suggestion(sched, series, new_id) for sched in plan.schedules)
+            if s is not None
+        ]
+        return self.card(
+            plan, "treatment", "warning", summary, detail, new_id, suggestions, override=True
+        )
+
+    def specialist_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
+        a = plan.assessment
+        label = a.type_rule.label if a.type_rule else "Inherited disorder"
+        detail = [
+            f"**{label}.** This needs specialist (haematology / metabolic) care; the protocol "
+            "proposes no schedule.",
+            "",
+            "**Evidence**",
+            *_evidence_lines((*a.deficiency_evidence, *a.cause_evidence)),
+            *self.footer(plan, a.profile.citations),
+        ]
+        summary = _summary(f"{label}: refer to a specialist; no standard B12 schedule proposed")
+        return self.card(plan, "specialist-referral", "warning", summary, detail, new_id)
+
+    def off_protocol_card(
+        self,
+        plan: Plan,
+        series: Mapping[str, list[JSON]],
+        drafts: list[CodedRecord],
+        new_id: Callable[[], str],
+    ) -> JSON:
+        rec = plan.recommended
+        assert rec is not None
+        first = rec.phases[0].phase
+        lines = []
+        for r in drafts:
+            repeat = r.timing or {}
+            every = (
+                f"{repeat.get('frequency', '?')} per {repeat.get('period', '?')} "
+                f"{repeat.get('periodUnit', '?')}"
+                if repeat
+                else "no timing"
+            )
+            dose = f"{r.dose_ug:g} mcg" if r.dose_ug is not None else "no dose"
+            lines.append(f"- `{r.reference}`: {r.label}, {dose}, {every}")
+        detail = [
+            "The B12 order being signed does not match the protocol's dose, route or frequency.",
+            "",
+            "**Draft order(s)**",
+            *lines,
+            "",
+            f"**Protocol** ({rec.rule_id}): {rec.regimen.title}; first phase {first.dose_ug:g} mcg "
+            f"{first.route}, {frequency_phrase(first.timing)}.",
+            "",
+            *self.schedule_table(rec),
+            *self.footer(plan, rec.regimen.citations),
+        ]
+        suggestions = self._replace(plan, series, drafts, new_id, "protocol series")
+        return self.card(
+            plan,
+            "draft-order-off-protocol",
+            "warning",
+            "B12 order differs from the protocol dose or frequency: review before signing",
+            detail,
+            new_id,
+            suggestions,
+            override=True,
+        )
+
+    def mma_card(self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]) -> JSON:
+        a = plan.assessment
+        mma = self.protocol.observations.analytes["mma"].codes[0]
+        request: JSON = {
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "proposal",
+            "code": {
+                "coding": [
+                    {
+                        "system": self.protocol.system_url(mma.system),
+                        "code": mma.code,
+                        "display": mma.display or "Methylmalonate",
+                    }
+                ],
+                "text": "Methylmalonic acid (MMA), serum",
+            },
+            "subject": {"reference": f"Patient/{ctx.patient_id}"},
+            "authoredOn": (ctx.authored_on or plan.start).isoformat(),
+            "reasonCode": [{"text": "Borderline serum vitamin B12"}],
+        }
+        if ctx.user_id and "/" in ctx.user_id:
+            request["requester"] = {"reference": ctx.user_id}
+        if ctx.encounter_id:
+            request["encounter"] = {"reference": f"Encounter/{ctx.encounter_id}"}
+        detail = [
+            "Serum B12 is borderline and there is no methylmalonic acid (MMA) or homocysteine "
+            "result. Measure MMA to confirm or exclude deficiency; no schedule is proposed yet.",
+            "",
+            "**Evidence**",
+            *_evidence_lines(a.deficiency_evidence),
+            *self.footer(plan, self.protocol.rules.deficiency_rules["D4"].citations),
+        ]
+        suggestion = {
+            "label": "Order serum methylmalonic acid (MMA)",
+            "uuid": new_id(),
+            "isRecommended": True,
+            "actions": [
+                {
+                    "type": "create",
+                    "description": "Order serum methylmalonic acid (LOINC 13964-2)",
+                    "resource": request,
+                }
+            ],
+        }
+        return self.card(
+            plan,
+            "borderline-b12",
+            "info",
+            "Borderline serum B12: measure methylmalonic acid (MMA) to confirm deficiency",
+            detail,
+            new_id,
+            [suggestion],
+        )
+
+    def very_high_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
+        a = plan.assessment
+        detail = [
+            "Serum B12 is very high and no B12 supplementation is on record. A raised B12 can "
+            "come from liver disease or a malignancy (myeloproliferative disorders, solid "
+            "tumours); consider whether this needs looking into.",
+            "",
+            "**Evidence**",
+            *_evidence_lines(a.deficiency_evidence),
+            *self.footer(plan, self.protocol.rules.deficiency_rules["D7"].citations),
+        ]
+        return self.card(
+            plan,
+            "very-high-b12",
+            "info",
+            "Very high serum B12 without supplements: consider liver disease or malignancy",
+            detail,
+            new_id,
+        )
+
+    def no_deficiency_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
+        detail = [
+            "A vitamin B12 order is being written, but there is no serum B12 result and no "
+            "recorded B12 deficiency. Consider measuring serum B12 before starting treatment "
+            "(treatment makes later results uninterpretable).",
+            *self.footer(plan, self.protocol.rules.deficiency_rules["D6"].citations),
+        ]
+        return self.card(
+            plan,
+            "no-confirmed-deficiency",
+            "info",
+            "No confirmed B12 deficiency on record for this B12 order",
+            detail,
+            new_id,
+        )
+
+    def unusable_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
+        a = plan.assessment
+        lines = [f"- {r.shown}: {r.problem} — `{r.reference}`" for r in a.unusable]
+        detail = [
+            "These results could not be interpreted and were not used by the rules:",
+            "",
+            *lines,
+            "",
+            "Check the unit with the laboratory or repeat the test.",
+            *self.footer(plan, ()),
+        ]
+        names = ", ".join(
+            self.protocol.observations.analytes[r.analyte].title
+            if r.analyte in self.protocol.observations.analytes
+            else r.analyte
+            for r in a.unusable
+        )
+        return self.card(
+            plan,
+            "unusable-results",
+            "info",
+            _summary(
+                f"Result not interpretable (unknown unit): {names}", "Result not interpretable"
+            ),
+            detail,
+            new_id,
+        )
+
+
+def _relative(reference: str) -> str:
+    parts = reference.rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
+
+
+def _timing_matches(repeat: Mapping[str, object], timing: Any) -> bool:
+    freq, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
+    if freq is not None and freq != timing.frequency:
+        return False
+    if unit is not None and unit != timing.period_unit:
+        return False
+    if isinstance(period, int | float) and not isinstance(period, bool):
+        high = timing.period_max if timing.period_max is not None else timing.period
+        if not timing.period - 1e-9 <= float(period) <= high + 1e-9:
+            return False
+    return True

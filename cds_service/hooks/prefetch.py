@@ -1,0 +1,218 @@
+"""Turn a hook request's prefetch into the resources the engine reads.
+
+Each prefetch value may be a Bundle (its entry resources are used), a single resource, `null`
+(the client found nothing) or an OperationOutcome (the client could not get it: treated as
+missing). Keys the client did not send are missing. Missing keys are fetched from the client's
+FHIR server when a `Fetcher` is configured (`cds_service.fetch` implements it); a required key
+that stays missing makes the request fail with 412 (CDS Hooks 2.0).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cds_service.hooks.models import HookRequest
+from cds_service.hooks.prefetch_templates import (
+    KEY_TYPES,
+    PREFETCH,
+    REQUIRED_KEYS,
+    UnresolvedTokenError,
+    render,
+)
+
+logger = logging.getLogger("cds_service.hooks")
+
+Resource = dict[str, Any]
+
+
+class DataUnavailable(Exception):  # noqa: N818 - name fixed by the fetch module's contract
+    """The data could not be obtained; `details` maps prefetch keys to a short reason."""
+
+    def __init__(self, details: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in details.items()) or "unavailable")
+        self.details = details
+
+
+class Fetcher(Protocol):
+    """Fetches prefetch queries from the client's FHIR server.
+
+    `queries` maps prefetch keys to rendered relative URLs (`Condition?patient=123&...`).
+    Returns key -> the JSON the server answered (a Bundle or a resource) for every key it could
+    fetch; raises DataUnavailable naming the keys it could not.
+    """
+
+    async def fetch(
+        self, fhir_server: str, access_token: str | None, queries: dict[str, str]
+    ) -> dict[str, Any]: ...
+
+
+class PrefetchError(ValueError):
+    """A prefetch value is not usable FHIR for its key (answered with 400)."""
+
+
+class MissingPrefetch(Exception):  # noqa: N818
+    """Required data is neither in the prefetch nor fetchable (answered with 412)."""
+
+    def __init__(self, details: dict[str, str]) -> None:
+        super().__init__(", ".join(sorted(details)))
+        self.details = details
+
+
+@dataclass(frozen=True)
+class ResolvedRecord:
+    """The patient's resources, the draft orders of the hook context, and what was missing."""
+
+    patient_id: str
+    resources: tuple[Resource, ...]
+    draft_orders: tuple[Resource, ...]
+    #: Optional keys that could not be obtained (the cards say what was not checked).
+    missing: dict[str, str] = field(default_factory=dict)
+    #: Keys filled by the fallback fetch rather than the client's prefetch.
+    fetched: tuple[str, ...] = ()
+
+
+def _reference_target(value: Any) -> str | None:
+    if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
+        parts = value["reference"].rstrip("/").split("/")
+        if len(parts) >= 2:
+            return f"{parts[-2]}/{parts[-1]}"
+    return None
+
+
+def _check_resource(key: str, resource: Any, patient_id: str) -> Resource | None:
+    """The resource if it belongs under `key`; None for an OperationOutcome inside a Bundle."""
+    if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+        raise PrefetchError(f"prefetch.{key} holds an entry that is not a FHIR resource")
+    kind = resource["resourceType"]
+    if kind == "OperationOutcome":
+        return None
+    if "status" in resource and not isinstance(resource["status"], str):
+        raise PrefetchError(f"prefetch.{key} holds a {kind} whose status is not a code")
+    allowed = KEY_TYPES.get(key)
+    if allowed is not None and kind not in allowed:
+        raise PrefetchError(f"prefetch.{key} holds a {kind}; expected {', '.join(sorted(allowed))}")
+    if kind == "Patient":
+        if resource.get("id") not in (None, patient_id):
+            raise PrefetchError(f"prefetch.{key} is a different patient than context.patientId")
+    else:
+        for name in ("subject", "patient"):
+            target = _reference_target(resource.get(name))
+            if target and target.startswith("Patient/") and target != f"Patient/{patient_id}":
+                raise PrefetchError(
+                    f"prefetch.{key} holds a {kind} of a different patient than context.patientId"
+                )
+    return dict(resource)
+
+
+def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None:
+    """The resources a prefetch value holds; None when it stands for missing data."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+        raise PrefetchError(f"prefetch.{key} must be a FHIR resource, a Bundle or null")
+    kind = value["resourceType"]
+    if kind == "OperationOutcome":
+        return None
+    if kind != "Bundle":
+        checked = _check_resource(key, value, patient_id)
+        return [checked] if checked is not None else []
+    entries = value.get("entry", [])
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise PrefetchError(f"prefetch.{key}.entry must be an array")
+    out: list[Resource] = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise PrefetchError(f"prefetch.{key}.entry holds an item that is not an object")
+        if "resource" not in entry:
+            continue
+        checked = _check_resource(key, entry["resource"], patient_id)
+        if checked is not None:
+            out.append(checked)
+    links = value.get("link")
+    if isinstance(links, list) and any(
+        isinstance(link, Mapping) and link.get("relation") == "next" for link in links
+    ):
+        # CDS Hooks allows paginated prefetch; following `next` needs the FHIR server, which is
+        # the fetch module's job. Using the first page may miss records: log it (no PHI).
+        logger.warning("prefetch %s is paginated; only the first page was used", key)
+    return out
+
+
+def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
+    bundle = context.get("draftOrders")
+    if not isinstance(bundle, Mapping):
+        return []
+    return [
+        dict(e["resource"])
+        for e in bundle.get("entry") or ()
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    ]
+
+
+async def resolve(request: HookRequest, fetcher: Fetcher | None) -> ResolvedRecord:
+    """Collect the resources of every prefetch key, fetching the missing ones if possible.
+
+    Raises PrefetchError (400) for values that are not FHIR of the right type and
+    MissingPrefetch (412) when a required key is missing and cannot be fetched.
+    """
+    patient_id = str(request.context["patientId"])
+    prefetch = request.prefetch or {}
+    found: dict[str, list[Resource]] = {}
+    missing: dict[str, str] = {}
+    for key in PREFETCH:
+        if key not in prefetch:
+            missing[key] = "not in prefetch"
+            continue
+        resources = resources_of(key, prefetch[key], patient_id)
+        if resources is None:
+            missing[key] = "the client reported an error (OperationOutcome)"
+        else:
+            found[key] = resources
+
+    fetched: list[str] = []
+    if missing and fetcher is not None and request.fhirServer:
+        queries: dict[str, str] = {}
+        for key in missing:
+            try:
+                queries[key] = render(PREFETCH[key], request.context)
+            except UnresolvedTokenError:
+                continue
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        answers: dict[str, Any] = {}
+        try:
+            answers = await fetcher.fetch(request.fhirServer, token, queries)
+        except DataUnavailable as exc:
+            for key, reason in exc.details.items():
+                if key in missing:
+                    missing[key] = reason
+            answers = {}
+        for key, value in answers.items():
+            if key not in missing:
+                continue
+            resources = resources_of(key, value, patient_id)
+            if resources is not None:
+                found[key] = resources
+                fetched.append(key)
+                del missing[key]
+    elif missing and fetcher is None:
+        for key in missing:
+            missing[key] += "; no FHIR fetch configured"
+    elif missing:
+        for key in missing:
+            missing[key] += "; no fhirServer given"
+
+    required_missing = {k: v for k, v in missing.items() if k in REQUIRED_KEYS}
+    if required_missing:
+        raise MissingPrefetch(required_missing)
+    return ResolvedRecord(
+        patient_id=patient_id,
+        resources=tuple(r for key in PREFETCH for r in found.get(key, ())),
+        draft_orders=tuple(draft_orders_of(request.context)),
+        missing=missing,
+        fetched=tuple(fetched),
+    )

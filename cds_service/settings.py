@@ -1,0 +1,96 @@
+"""Service configuration, read once from `CDS_*` environment variables.
+
+A frozen dataclass rather than a settings framework: there are few settings, and a bad value
+must stop the service at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A `CDS_*` variable holds a value the service cannot run with."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be on/off (or true/false), not {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: CDS_AUTH: verify the CDS client's JWT on every POST (off is for local development only).
+    auth: bool = True
+    #: CDS_PUBLIC_BASE_URL: the URL clients call us at; the JWT audience is this + the path.
+    public_base_url: str = ""
+    #: CDS_CLIENTS_FILE: JSON file of trusted CDS clients (issuers, keys, FHIR servers).
+    clients_file: str | None = None
+    #: CDS_DISCOVERY_REQUIRES_AUTH: also require a client JWT on GET /cds-services.
+    discovery_requires_auth: bool = False
+    #: CDS_MAX_BODY_BYTES: larger request bodies get 413.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: CDS_CORS_ORIGINS: comma-separated allowed origins, `*` for any.
+    cors_origins: tuple[str, ...] = field(default=("*",))
+    #: CDS_PROFILE: protocol profile (standard, fda-label, nice-ng239); empty = protocol default.
+    profile: str | None = None
+    #: CDS_FHIR_TIMEOUT_S: timeout for calls to the client's FHIR server (fallback fetch).
+    fhir_timeout_s: float = 5.0
+    #: CDS_JWKS_TIMEOUT_S: timeout for fetching a client's JWK set.
+    jwks_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        origins = tuple(o.strip() for o in env.get("CDS_CORS_ORIGINS", "*").split(",") if o.strip())
+        settings = cls(
+            auth=_flag(env, "CDS_AUTH", True),
+            public_base_url=env.get("CDS_PUBLIC_BASE_URL", "").strip().rstrip("/"),
+            clients_file=env.get("CDS_CLIENTS_FILE", "").strip() or None,
+            discovery_requires_auth=_flag(env, "CDS_DISCOVERY_REQUIRES_AUTH", False),
+            max_body_bytes=int(
+                _number(env, "CDS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)
+            ),
+            cors_origins=origins,
+            profile=env.get("CDS_PROFILE", "").strip() or None,
+            fhir_timeout_s=_number(env, "CDS_FHIR_TIMEOUT_S", 5.0, minimum=0.1),
+            jwks_timeout_s=_number(env, "CDS_JWKS_TIMEOUT_S", 2.0, minimum=0.1),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise SettingsError when the combination cannot work (auth on without its config)."""
+        if self.auth:
+            if not self.public_base_url:
+                raise SettingsError("CDS_PUBLIC_BASE_URL is required when CDS_AUTH is on")
+            if not self.public_base_url.startswith(("https://", "http://")):
+                raise SettingsError("CDS_PUBLIC_BASE_URL must be an http(s) URL")
+            if not self.clients_file:
+                raise SettingsError("CDS_CLIENTS_FILE is required when CDS_AUTH is on")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")

@@ -1,0 +1,82 @@
+"""Helpers for the CDS Hooks HTTP tests: apps per profile, golden requests, card shape rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUESTS = ROOT / "fhir_examples" / "requests"
+START = date(2026, 12, 1)
+INDICATORS = {"info", "warning", "critical"}
+
+
+@cache
+def app_for(profile: str | None = None) -> FastAPI:
+    return create_app(Settings(auth=False, profile=profile), clock=lambda: START)
+
+
+def client(app: FastAPI | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app or app_for()), base_url="http://testserver"
+    )
+
+
+def golden_requests() -> list[tuple[str, str]]:
+    """(slug, hook) of every ready-made request."""
+    out = []
+    for path in sorted(REQUESTS.glob("*.json")):
+        slug, hook = path.name[: -len(".json")].rsplit(".", 1)
+        out.append((slug, hook))
+    return out
+
+
+def golden_request(slug: str, hook: str) -> dict[str, Any]:
+    return json.loads((REQUESTS / f"{slug}.{hook}.json").read_text())
+
+
+def assert_card_shape(card: dict[str, Any]) -> None:
+    """CDS Hooks 2.0 card rules."""
+    assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < 140, card["summary"]
+    assert card["indicator"] in INDICATORS
+    assert isinstance(card["source"], dict) and card["source"]["label"]
+    assert "detail" not in card or isinstance(card["detail"], str)
+    for reason in card.get("overrideReasons", []):
+        assert reason["display"] and reason["code"] and reason["system"]
+    suggestions = card.get("suggestions")
+    if suggestions:
+        assert isinstance(card.get("uuid"), str) and card["uuid"]
+        assert card["selectionBehavior"] in ("at-most-one", "any")
+        if card["selectionBehavior"] == "at-most-one":
+            assert sum(1 for s in suggestions if s.get("isRecommended")) <= 1
+        for s in suggestions:
+            assert isinstance(s["label"], str) and s["label"]
+            assert isinstance(s.get("uuid"), str)
+            for action in s.get("actions", []):
+                assert action["type"] in ("create", "update", "delete")
+                assert isinstance(action["description"], str) and action["description"]
+                if action["type"] in ("create", "update"):
+                    assert isinstance(action["resource"], dict)
+                    assert isinstance(action["resource"]["resourceType"], str)
+                else:
+                    ref = action["resourceId"]
+                    assert isinstance(ref, str) and ref.count("/") == 1
+    else:
+        assert "selectionBehavior" not in card
+
+
+def created_resources(card: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Per suggestion, the resources its create actions hold."""
+    return [
+        [a["resource"] for a in s.get("actions", []) if a["type"] == "create"]
+        for s in card.get("suggestions", [])
+    ]
