@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import date
 from functools import cache
 from typing import Any
@@ -34,6 +35,7 @@ from cds_service.auth import (
 )
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine
+from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.hooks.cards import CardBuilder, HookContext
 from cds_service.hooks.feedback import FeedbackStore
 from cds_service.hooks.models import (
@@ -51,7 +53,9 @@ from cds_service.hooks.prefetch import (
     resolve,
 )
 from cds_service.hooks.services import SERVICES, Service
-from cds_service.settings import Settings
+from cds_service.plan_operation.router import build_router
+from cds_service.record_source import FhirRecordSource
+from cds_service.settings import Settings, SettingsError
 
 logger = logging.getLogger("cds_service.app")
 
@@ -156,6 +160,19 @@ def _build_verifier(settings: Settings) -> JwtVerifier | None:
     )
 
 
+def _build_fetcher(settings: Settings) -> FhirFetcher:
+    try:
+        allowlist = Allowlist.from_env(settings.auth, settings.fhir_server_allowlist)
+    except ValueError as exc:
+        raise SettingsError(f"CDS_FHIR_SERVER_ALLOWLIST: {exc}") from None
+    return FhirFetcher(
+        allowlist,
+        timeout=settings.fhir_timeout_s,
+        deadline=settings.fhir_deadline_s,
+        max_pages=settings.fhir_max_pages,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -165,6 +182,16 @@ def create_app(
     """Build the service. `fetcher` fills missing prefetch keys; `clock` gives the start date."""
     settings = settings or Settings.from_env()
     settings.check()
+    built = _build_fetcher(settings) if fetcher is None else None
+    shared_fetcher: Fetcher = fetcher or built  # type: ignore[assignment]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # The HTTP client belongs to the event loop that used it: close it with the app.
+        if built is not None:
+            await built.aclose()
+
     state = ServiceState(settings, _build_verifier(settings))
     if not settings.auth:
         logger.warning(AUTH_OFF_WARNING)
@@ -176,9 +203,14 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        lifespan=lifespan,
     )
     app.state.cds = state
-    app.state.fetcher = fetcher
+    app.state.fetcher = shared_fetcher
+    app.state.plan_record_source = FhirRecordSource(
+        shared_fetcher, settings.fhir_base_url, settings.fhir_access_token
+    )
+    app.include_router(build_router(state.engine))
     app.state.clock = clock
     app.add_middleware(
         CORSMiddleware,
@@ -249,7 +281,12 @@ def create_app(
         except RequestError as exc:
             raise ApiError(400, str(exc)) from None
         try:
-            record = await resolve(hook_request, request.app.state.fetcher)
+            client = getattr(request.state, "cds_client", None)
+            record = await resolve(
+                hook_request,
+                request.app.state.fetcher,
+                allow=client.fhir_servers if client is not None else (),
+            )
         except PrefetchError as exc:
             raise ApiError(400, str(exc)) from None
         except MissingPrefetch as exc:

@@ -58,8 +58,19 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default=("*",))
     #: CDS_PROFILE: protocol profile (standard, fda-label, nice-ng239); empty = protocol default.
     profile: str | None = None
-    #: CDS_FHIR_TIMEOUT_S: timeout for calls to the client's FHIR server (fallback fetch).
-    fhir_timeout_s: float = 5.0
+    #: CDS_FHIR_TIMEOUT_S: timeout of one fallback-fetch query (all its pages).
+    fhir_timeout_s: float = 2.0
+    #: CDS_FHIR_DEADLINE_S: overall deadline for all fallback-fetch queries of one call.
+    fhir_deadline_s: float = 4.0
+    #: CDS_FHIR_MAX_PAGES: search result pages followed per query (more is "unavailable").
+    fhir_max_pages: int = 10
+    #: CDS_FHIR_SERVER_ALLOWLIST: comma-separated FHIR base URL prefixes we may call; empty
+    #: means fallback fetch is off (with CDS_AUTH=off, loopback servers are allowed too).
+    fhir_server_allowlist: str | None = None
+    #: CDS_FHIR_BASE_URL: the FHIR server $apply reads records from when no `data` is given.
+    fhir_base_url: str | None = None
+    #: CDS_FHIR_ACCESS_TOKEN: bearer token for CDS_FHIR_BASE_URL (never logged).
+    fhir_access_token: str | None = field(default=None, repr=False)
     #: CDS_JWKS_TIMEOUT_S: timeout for fetching a client's JWK set.
     jwks_timeout_s: float = 2.0
 
@@ -77,7 +88,12 @@ class Settings:
             ),
             cors_origins=origins,
             profile=env.get("CDS_PROFILE", "").strip() or None,
-            fhir_timeout_s=_number(env, "CDS_FHIR_TIMEOUT_S", 5.0, minimum=0.1),
+            fhir_timeout_s=_number(env, "CDS_FHIR_TIMEOUT_S", 2.0, minimum=0.1),
+            fhir_deadline_s=_number(env, "CDS_FHIR_DEADLINE_S", 4.0, minimum=0.1),
+            fhir_max_pages=int(_number(env, "CDS_FHIR_MAX_PAGES", 10, minimum=1)),
+            fhir_server_allowlist=env.get("CDS_FHIR_SERVER_ALLOWLIST", "").strip() or None,
+            fhir_base_url=env.get("CDS_FHIR_BASE_URL", "").strip() or None,
+            fhir_access_token=env.get("CDS_FHIR_ACCESS_TOKEN", "").strip() or None,
             jwks_timeout_s=_number(env, "CDS_JWKS_TIMEOUT_S", 2.0, minimum=0.1),
         )
         settings.check()

@@ -10,7 +10,8 @@ that stays missing makes the request fail with 412 (CDS Hooks 2.0).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,7 +46,13 @@ class Fetcher(Protocol):
     """
 
     async def fetch(
-        self, fhir_server: str, access_token: str | None, queries: dict[str, str]
+        self,
+        fhir_server: str | None,
+        access_token: str | None,
+        queries: Mapping[str, str],
+        *,
+        allow: Sequence[str] = (),
+        optional: AbstractSet[str] = frozenset(),
     ) -> dict[str, Any]: ...
 
 
@@ -143,6 +150,16 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
     return out
 
 
+def _outcome_reason(value: Any) -> str | None:
+    """The diagnostics of an OperationOutcome answer (the fetcher's reason for an optional key)."""
+    if not isinstance(value, Mapping) or value.get("resourceType") != "OperationOutcome":
+        return None
+    for issue in value.get("issue") or ():
+        if isinstance(issue, Mapping) and isinstance(issue.get("diagnostics"), str):
+            return str(issue["diagnostics"])
+    return None
+
+
 def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
     bundle = context.get("draftOrders")
     if not isinstance(bundle, Mapping):
@@ -154,7 +171,9 @@ def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
     ]
 
 
-async def resolve(request: HookRequest, fetcher: Fetcher | None) -> ResolvedRecord:
+async def resolve(
+    request: HookRequest, fetcher: Fetcher | None, *, allow: Sequence[str] = ()
+) -> ResolvedRecord:
     """Collect the resources of every prefetch key, fetching the missing ones if possible.
 
     Raises PrefetchError (400) for values that are not FHIR of the right type and
@@ -185,7 +204,14 @@ async def resolve(request: HookRequest, fetcher: Fetcher | None) -> ResolvedReco
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         answers: dict[str, Any] = {}
         try:
-            answers = await fetcher.fetch(request.fhirServer, token, queries)
+            # Optional keys that fail come back as OperationOutcomes instead of failing the call.
+            answers = await fetcher.fetch(
+                request.fhirServer,
+                token,
+                queries,
+                allow=allow,
+                optional=frozenset(queries) - set(REQUIRED_KEYS),
+            )
         except DataUnavailable as exc:
             for key, reason in exc.details.items():
                 if key in missing:
@@ -199,6 +225,8 @@ async def resolve(request: HookRequest, fetcher: Fetcher | None) -> ResolvedReco
                 found[key] = resources
                 fetched.append(key)
                 del missing[key]
+            else:
+                missing[key] = _outcome_reason(value) or "the FHIR server reported an error"
     elif missing and fetcher is None:
         for key in missing:
             missing[key] += "; no FHIR fetch configured"

@@ -106,7 +106,7 @@ class FakeFetcher:
         self.calls: list[tuple[str, str | None, dict[str, str]]] = []
 
     async def fetch(
-        self, fhir_server: str, access_token: str | None, queries: dict[str, str]
+        self, fhir_server: str, access_token: str | None, queries: dict[str, str], **_: Any
     ) -> dict[str, Any]:
         self.calls.append((fhir_server, access_token, queries))
         if self.fail:
