@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx
+from auth.keys import jwks_of, make_token, new_ec_key
 from fastapi import FastAPI
 
 from cds_service.app import create_app
@@ -20,14 +22,45 @@ START = date(2026, 12, 1)
 INDICATORS = {"info", "warning", "critical"}
 
 
+BASE_URL = "http://testserver"
+EHR_ISSUER = "https://ehr.example.org"
+EHR_KEY = new_ec_key("ehr-signing-key-1")
+
+
+@cache
+def _clients_file() -> str:
+    """A trusted-clients file with the test EHR's public key inline (written once per run)."""
+    path = Path(tempfile.mkdtemp(prefix="b12-cds-clients-")) / "clients.json"
+    path.write_text(json.dumps([{"iss": EHR_ISSUER, "jwks": jwks_of(EHR_KEY)}]))
+    return str(path)
+
+
+class SignedByEhr(httpx.Auth):
+    """Signs every POST as the EHR does: a fresh ES384 JWT whose audience is the called URL."""
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        if request.method == "POST":
+            audience = str(request.url.copy_with(query=None))
+            token = make_token(EHR_KEY, EHR_KEY.kid, EHR_ISSUER, audience)
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 @cache
 def app_for(profile: str | None = None) -> FastAPI:
-    return create_app(Settings(auth=False, profile=profile), clock=lambda: START)
+    """The service as deployed: authentication on, requests signed by a trusted EHR."""
+    settings = Settings(
+        auth=True, public_base_url=BASE_URL, clients_file=_clients_file(), profile=profile
+    )
+    return create_app(settings, clock=lambda: START)
 
 
-def client(app: FastAPI | None = None) -> httpx.AsyncClient:
+def client(app: FastAPI | None = None, *, signed: bool = True) -> httpx.AsyncClient:
+    """A client of the app; `signed=False` for tests that set the Authorization header."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app or app_for()), base_url="http://testserver"
+        transport=httpx.ASGITransport(app=app or app_for()),
+        base_url=BASE_URL,
+        auth=SignedByEhr() if signed else None,
     )
 
 

@@ -39,7 +39,7 @@ def bearer(path: str, **claims: Any) -> dict[str, str]:
 
 async def test_signed_request_passes(auth_app: Any) -> None:
     body = golden_request("t6-unspecified-low-b12", "patient-view")
-    async with client(auth_app) as c:
+    async with client(auth_app, signed=False) as c:
         r = await c.post(PV, json=body, headers=bearer(PV))
         fb = await c.post(
             PV + "/feedback",
@@ -63,7 +63,7 @@ async def test_signed_request_passes(auth_app: Any) -> None:
 )
 async def test_bad_token_is_401_json(auth_app: Any, headers: dict[str, str]) -> None:
     body = golden_request("t6-unspecified-low-b12", "patient-view")
-    async with client(auth_app) as c:
+    async with client(auth_app, signed=False) as c:
         r = await c.post(PV, json=body, headers=headers)
         fb = await c.post(PV + "/feedback", json={"feedback": []}, headers=headers)
         # Authentication comes first: no hint whether the service exists or the body is valid.
@@ -77,7 +77,7 @@ async def test_bad_token_is_401_json(auth_app: Any, headers: dict[str, str]) -> 
 async def test_replayed_token_is_401(auth_app: Any) -> None:
     body = golden_request("d5-normal-b12", "patient-view")
     headers = bearer(PV)
-    async with client(auth_app) as c:
+    async with client(auth_app, signed=False) as c:
         assert (await c.post(PV, json=body, headers=headers)).status_code == 200
         assert (await c.post(PV, json=body, headers=headers)).status_code == 401
 
