@@ -27,5 +27,9 @@ format: $(STAMP)
 test: check
 	$(BIN)/pytest
 
+# Benchmark on this machine (< 3 min); `make bench BENCH_ARGS=--smoke` or `--profile`.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,464 @@
+"""`python -m bench`: the service against a do-nothing baseline on the same stack, on this machine.
+
+    python -m bench                 # full run (< 3 min): tables + bench/results/latest.json
+    python -m bench --smoke         # CI: tiny durations, asserts every request got HTTP 200
+    python -m bench --profile       # in-process stage profile of one patient-view request
+
+The cases are data (CASES below). A case whose probe request answers a status in its
+`skip_statuses` (412: the fallback fetch is not wired yet) is reported as skipped, not failed.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import workload
+from bench.server import Server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVICE_APP = "cds_service.app:app"
+BASELINE_APP = "bench.baseline:app"
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a case's body may depend on."""
+
+    fhir_server: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    method: str
+    path: str
+    #: The JSON body (None for GET).
+    body: Callable[[Env], dict[str, Any]] | None = None
+    description: str = ""
+    #: Needs the loopback FHIR test server (tests/fhirserver) holding the workload patient.
+    needs_fhir_server: bool = False
+    #: Probe answers that mean "not available in this build": the case is skipped, not failed.
+    skip_statuses: tuple[int, ...] = (412,)
+
+
+CASES: tuple[Case, ...] = (
+    Case(
+        "patient-view",
+        "POST",
+        "/cds-services/b12-patient-view",
+        lambda env: workload.patient_view_request(),
+        "patient-view, full prefetch: 40 observations over 2 years, 8 conditions",
+    ),
+    Case(
+        "order-sign",
+        "POST",
+        "/cds-services/b12-order-sign",
+        lambda env: workload.order_sign_request(),
+        "order-sign, same prefetch + draft IV cyanocobalamin and folic acid orders",
+    ),
+    Case("discovery", "GET", "/cds-services", None, "GET /cds-services"),
+    Case(
+        "fallback-fetch",
+        "POST",
+        "/cds-services/b12-patient-view",
+        lambda env: workload.fallback_fetch_request(env.fhir_server or ""),
+        "patient-view with no prefetch: the service fetches from a loopback FHIR server",
+        needs_fhir_server=True,
+    ),
+)
+
+#: (case, concurrency, metric, comparison, limit) -- reported, never gated on.
+TARGETS: tuple[tuple[str, int | None, str, str, float], ...] = (
+    ("patient-view", 16, "ratio", ">=", 0.25),
+    ("patient-view", 1, "p50_ms", "<=", 5.0),
+    ("patient-view", 16, "p99_ms", "<=", 50.0),
+    ("discovery", 1, "ratio", ">=", 0.80),
+    ("discovery", 16, "ratio", ">=", 0.80),
+    ("service", None, "peak_rss_mb", "<=", 150.0),
+)
+
+
+@dataclass
+class Settings:
+    mode: str
+    duration_s: float
+    warmup_s: float
+    concurrency: tuple[int, ...]
+    client: str
+    out: Path
+    cases: tuple[str, ...] | None
+    service_app: str = SERVICE_APP
+    baseline_app: str = BASELINE_APP
+    notes: list[str] = field(default_factory=list)
+
+
+def run_load(server: Server, case: Case, body_file: Path | None, c: int, s: Settings) -> Any:
+    """One closed-loop run from a separate process (bench/load.py)."""
+    spec = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "method": case.method,
+        "path": case.path,
+        "body_file": str(body_file) if body_file else None,
+        "concurrency": c,
+        "duration_s": s.duration_s,
+        "warmup_s": s.warmup_s,
+        "client": s.client,
+    }
+    cpu_before = server.cpu_s()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load"],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        timeout=s.duration_s + s.warmup_s + 60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    cpu_after = server.cpu_s()
+    if not done.stdout.strip():
+        raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    if cpu_before is not None and cpu_after is not None:
+        # Includes the warmup; the server's CPU time per counted request is an estimate.
+        total = result["count"] + sum(result["warmup_statuses"].values())
+        cpu = cpu_after - cpu_before
+        result["server_cpu_s"] = cpu
+        result["server_cpu_ms_per_request"] = cpu / total * 1000 if total else None
+        result["server_cpu_util"] = cpu / (s.duration_s + s.warmup_s)
+    return result
+
+
+def probe(server: Server, case: Case, body: bytes | None) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    r = httpx.request(
+        case.method, server.base_url + case.path, content=body, headers=headers, timeout=30
+    )
+    return r.status_code, r.text[:300]
+
+
+def start_fhir_server() -> tuple[Any, str | None, str | None]:
+    """The loopback FHIR test server with the workload patient, or (None, None, reason)."""
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from tests.fhirserver.runner import FhirTestServer
+    except ImportError as exc:
+        return None, None, f"tests/fhirserver is not importable ({exc})"
+    server = FhirTestServer([workload.patient_bundle()]).start()
+    return server, server.base_url, None
+
+
+def ok(result: dict[str, Any]) -> bool:
+    statuses = {**result["statuses"], **result["warmup_statuses"]}
+    return result["count"] > 0 and set(statuses) == {"200"} and not result["errors"]
+
+
+def benchmark(s: Settings) -> dict[str, Any]:
+    started = time.monotonic()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    bodies_dir = RESULTS / "bodies"
+    bodies_dir.mkdir(exist_ok=True)
+    cases = [c for c in CASES if s.cases is None or c.name in s.cases]
+
+    fhir, fhir_url, fhir_problem = None, None, None
+    if any(c.needs_fhir_server for c in cases):
+        fhir, fhir_url, fhir_problem = start_fhir_server()
+    env = Env(fhir_server=fhir_url)
+
+    service = Server(
+        "service", s.service_app, {"CDS_AUTH": "off"}, log_path=RESULTS / "service.log"
+    )
+    baseline = Server("baseline", s.baseline_app, log_path=RESULTS / "baseline.log")
+    report: dict[str, Any] = {
+        "mode": s.mode,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_busy_before_start": _cpu_busy(),
+        },
+        "settings": {
+            "duration_s": s.duration_s,
+            "warmup_s": s.warmup_s,
+            "concurrency": list(s.concurrency),
+            "client": s.client,
+            "service": " ".join(["python -m uvicorn", s.service_app, "--workers 1"]),
+            "baseline": " ".join(["python -m uvicorn", s.baseline_app, "--workers 1"]),
+        },
+        "cases": [],
+    }
+    try:
+        service.start()
+        baseline.start()
+        report["service_rss_at_start_mb"] = service.rss_mb()
+        report["baseline_rss_at_start_mb"] = baseline.rss_mb()
+        for case in cases:
+            entry: dict[str, Any] = {
+                "name": case.name,
+                "description": case.description,
+                "method": case.method,
+                "path": case.path,
+                "runs": [],
+            }
+            report["cases"].append(entry)
+            if case.needs_fhir_server and fhir_url is None:
+                entry["skipped"] = f"no FHIR test server: {fhir_problem}"
+                continue
+            body_file = None
+            body = None
+            if case.body is not None:
+                body = json.dumps(case.body(env), separators=(",", ":")).encode()
+                body_file = bodies_dir / f"{case.name}.json"
+                body_file.write_bytes(body)
+                entry["request_bytes"] = len(body)
+            status, text = probe(service, case, body)
+            entry["probe_status"] = status
+            if status in case.skip_statuses:
+                entry["skipped"] = f"service answered {status}: {text}"
+                continue
+            if status != 200:
+                entry["failed"] = f"probe answered {status}: {text}"
+                continue
+            for c in s.concurrency:
+                svc = run_load(service, case, body_file, c, s)
+                base = run_load(baseline, case, body_file, c, s)
+                svc["ratio"] = svc["rps"] / base["rps"] if base["rps"] else None
+                entry["runs"].append({"concurrency": c, "service": svc, "baseline": base})
+                print(_run_line(case.name, c, svc, base), file=sys.stderr, flush=True)
+        report["service_peak_rss_mb"] = service.peak_rss_mb()
+        report["baseline_peak_rss_mb"] = baseline.peak_rss_mb()
+    finally:
+        service.stop()
+        baseline.stop()
+        if fhir is not None:
+            fhir.stop()
+    report["targets"] = evaluate_targets(report)
+    report["elapsed_s"] = time.monotonic() - started
+    s.out.parent.mkdir(parents=True, exist_ok=True)
+    s.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _cpu_busy(window_s: float = 0.5) -> float | None:
+    """Share of all CPUs busy over a short window (/proc/stat), before our servers start."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return idle, sum(values)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(window_s)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return round(1 - (idle1 - idle0) / total, 3) if total > 0 else None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _run_line(name: str, c: int, svc: dict[str, Any], base: dict[str, Any]) -> str:
+    return (
+        f"  {name} c={c}: service {svc['rps']:.0f} req/s, baseline {base['rps']:.0f} req/s "
+        f"({(svc.get('ratio') or 0) * 100:.0f}%)"
+    )
+
+
+def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    runs = {
+        (case["name"], run["concurrency"]): run["service"]
+        for case in report["cases"]
+        for run in case["runs"]
+    }
+    for case, c, metric, op, limit in TARGETS:
+        if case == "service":
+            value = report.get("service_peak_rss_mb")
+        else:
+            value = runs.get((case, c), {}).get(metric) if c is not None else None
+        met = None
+        if value is not None:
+            met = value >= limit if op == ">=" else value <= limit
+        out.append(
+            {
+                "case": case,
+                "concurrency": c,
+                "metric": metric,
+                "target": f"{op} {limit:g}",
+                "value": value,
+                "met": met,
+            }
+        )
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    st = report["settings"]
+    lines = [
+        f"Machine: {m['cpus']} CPU(s), {m['cpu_model']}, Python {m['python']}",
+        f"Each run: {st['duration_s']:g} s measured after {st['warmup_s']:g} s warmup, "
+        f"closed loop, keep-alive, load generator in its own process ({st['client']} client). "
+        "Service and baseline: one uvicorn worker each.",
+    ]
+    busy = m.get("cpu_busy_before_start")
+    if busy is not None and busy > 0.15:
+        lines.append(
+            f"WARNING: the CPUs were {busy * 100:.0f}% busy before the start: other processes "
+            "share them, so the numbers are noisy. Re-run on a quiet machine."
+        )
+    for case in report["cases"]:
+        lines += ["", f"### {case['name']}: {case['description']}"]
+        if "request_bytes" in case:
+            lines[-1] += f" (request {case['request_bytes'] / 1024:.1f} KiB)"
+        if case.get("skipped"):
+            lines.append(f"SKIPPED: {case['skipped']}")
+            continue
+        if case.get("failed"):
+            lines.append(f"FAILED: {case['failed']}")
+            continue
+        lines += [
+            "| conc | app      |  req/s | p50 ms | p99 ms | vs baseline "
+            "| srv CPU ms/req | non-200 |",
+            "|-----:|----------|-------:|-------:|-------:|------------:"
+            "|---------------:|--------:|",
+        ]
+        for run in case["runs"]:
+            for who in ("service", "baseline"):
+                r = run[who]
+                ratio = f"{r['ratio'] * 100:.1f}%" if who == "service" and r.get("ratio") else ""
+                cpu = r.get("server_cpu_ms_per_request")
+                bad = sum(v for k, v in r["statuses"].items() if k != "200") + len(r["errors"])
+                lines.append(
+                    f"| {run['concurrency']:>4} | {who:<8} | {r['rps']:>6.0f} | "
+                    f"{r['p50_ms']:>6.2f} | {r['p99_ms']:>6.2f} | {ratio:>11} | "
+                    f"{(f'{cpu:.2f}' if cpu is not None else '-'):>14} | {bad:>7} |"
+                )
+    rss, base_rss = report.get("service_peak_rss_mb"), report.get("baseline_peak_rss_mb")
+    lines += [
+        "",
+        f"Peak RSS (VmHWM) at the end: service {rss or 0:.1f} MB "
+        f"(at start {report.get('service_rss_at_start_mb') or 0:.1f} MB), "
+        f"baseline {base_rss or 0:.1f} MB",
+        "",
+        "| target | value | met |",
+        "|---|---:|---|",
+    ]
+    for t in report["targets"]:
+        where = t["case"] + (f" c{t['concurrency']}" if t["concurrency"] else "")
+        value = t["value"]
+        shown = (
+            "-"
+            if value is None
+            else (f"{value * 100:.1f}%" if t["metric"] == "ratio" else f"{value:.2f}")
+        )
+        target = t["target"]
+        if t["metric"] == "ratio":
+            op, limit = target.split()
+            target = f"{op} {float(limit) * 100:g}%"
+        met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
+        lines.append(f"| {where} {t['metric']} {target} | {shown} | {met} |")
+    lines.append(f"\nTotal time {report['elapsed_s']:.0f} s. Results: {_display(report)}")
+    return "\n".join(lines)
+
+
+def _display(report: dict[str, Any]) -> str:
+    return str(report.get("out", ""))
+
+
+def smoke_check(report: dict[str, Any], out: Path) -> list[str]:
+    problems = []
+    if not out.is_file():
+        problems.append(f"{out} was not written")
+    for case in report["cases"]:
+        if case.get("failed"):
+            problems.append(f"{case['name']}: {case['failed']}")
+        for run in case["runs"]:
+            for who in ("service", "baseline"):
+                r = run[who]
+                if not ok(r):
+                    problems.append(
+                        f"{case['name']} c{run['concurrency']} {who}: count {r['count']}, "
+                        f"statuses {r['statuses']} (warmup {r['warmup_statuses']}), "
+                        f"errors {r['errors'][:3]}"
+                    )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="CI: 0.3 s per case, c1 and c4")
+    mode.add_argument("--profile", action="store_true", help="in-process stage profile")
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
+    parser.add_argument("--warmup", type=float, help="warmup seconds per run (default 0.5)")
+    parser.add_argument("--concurrency", help="comma-separated, default 1,16 (smoke: 1,4)")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument("--case", action="append", help="run only this case (repeatable)")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
+    parser.add_argument("-n", type=int, default=2000, help="--profile: runs (default 2000)")
+    parser.add_argument("--hook", choices=("patient-view", "order-sign"), default="patient-view")
+    parser.add_argument("--service-app", default=SERVICE_APP, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.profile:
+        from bench.stages import format_profile, profile
+
+        result = profile(args.n, hook=args.hook)
+        out = args.out or RESULTS / "profile.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(format_profile(result))
+        print(f"\nResults: {out}")
+        return 0
+
+    smoke = bool(args.smoke)
+    conc = args.concurrency or ("1,4" if smoke else "1,16")
+    s = Settings(
+        mode="smoke" if smoke else "full",
+        duration_s=args.duration if args.duration is not None else (0.3 if smoke else 4.0),
+        warmup_s=args.warmup if args.warmup is not None else (0.1 if smoke else 0.5),
+        concurrency=tuple(int(x) for x in conc.split(",")),
+        client=args.client,
+        out=args.out or RESULTS / ("smoke.json" if smoke else "latest.json"),
+        cases=tuple(args.case) if args.case else None,
+        service_app=args.service_app,
+    )
+    report = benchmark(s)
+    report["out"] = str(s.out)
+    print(format_report(report))
+    problems = smoke_check(report, s.out)
+    for p in problems:
+        print(f"PROBLEM: {p}", file=sys.stderr)
+    if smoke:
+        print("smoke: " + ("FAILED" if problems else "ok (timings are not checked)"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

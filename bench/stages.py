@@ -1,0 +1,226 @@
+"""In-process profile: where the time of one hook request goes, stage by stage.
+
+The stages are the ones the HTTP service runs for `POST /cds-services/{id}` (cds_service/app.py),
+called directly, without HTTP, uvicorn or the worker-thread hop:
+
+- parse: `json.loads` of the body plus the service's nesting-depth check
+- validate: the CDS Hooks envelope and context (`parse_hook_request`, pydantic)
+- prefetch: prefetch values -> resource list (`hooks.prefetch.resolve`, no fetcher)
+- facts: `engine.extractor.extract`
+- assessment: `engine.assessor.assess`
+- regimen: `engine.planner.plan`
+- fhir_output: `engine.medication_requests` + `CardBuilder.cards`
+- serialise: `json.dumps` of `{"cards": [...]}` with the arguments of Starlette's JSONResponse
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from bench import workload
+
+STAGES = (
+    "parse",
+    "validate",
+    "prefetch",
+    "facts",
+    "assessment",
+    "regimen",
+    "fhir_output",
+    "serialise",
+)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    mean_us: float
+    p50_us: float
+    p99_us: float
+    share: float
+
+
+def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Drive a coroutine that never suspends (resolve without a fetcher) without a loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("the coroutine suspended; it needs an event loop")
+
+
+def _depth_check() -> Any:
+    try:
+        from cds_service.app import _depth_ok
+    except ImportError:  # pragma: no cover - older app without the check
+        return lambda body: True
+    return _depth_ok
+
+
+@contextmanager
+def _timed_validation() -> Iterator[list[int]]:
+    """Time `extract._validate` (fhir.resources model validation), a part of the facts stage."""
+    from cds_service.clinical import extract
+
+    original = getattr(extract, "_validate", None)
+    spent: list[int] = []
+    if original is None:
+        yield spent
+        return
+
+    def timed(resource: Any) -> None:
+        t = time.perf_counter_ns()
+        try:
+            original(resource)
+        finally:
+            spent.append(time.perf_counter_ns() - t)
+
+    extract._validate = timed
+    try:
+        yield spent
+    finally:
+        extract._validate = original
+
+
+def profile(
+    n: int = 2000, *, hook: str = "patient-view", start: date = workload.START
+) -> dict[str, Any]:
+    """Run one request `n` times (after a few warm-up calls) and time each stage."""
+    from cds_service.engine import Engine
+    from cds_service.hooks.cards import CardBuilder, HookContext
+    from cds_service.hooks.models import parse_hook_request
+    from cds_service.hooks.prefetch import resolve
+
+    request = (
+        workload.patient_view_request() if hook == "patient-view" else workload.order_sign_request()
+    )
+    raw = json.dumps(request).encode("utf-8")
+    engine = Engine.build()
+    cards = CardBuilder(engine.protocol)
+    depth_ok = _depth_check()
+
+    def once(samples: dict[str, list[int]] | None) -> int:
+        clock = time.perf_counter_ns
+        t0 = clock()
+        body = json.loads(raw)
+        if not depth_ok(body):
+            raise RuntimeError("depth check failed")
+        t1 = clock()
+        hook_request = parse_hook_request(body, hook)
+        t2 = clock()
+        record = _run_sync(resolve(hook_request, None))
+        t3 = clock()
+        facts = engine.extractor.extract(
+            record.resources, patient_id=record.patient_id, draft_orders=record.draft_orders
+        )
+        t4 = clock()
+        assessment = engine.assessor.assess(facts, day=start, profile=None)
+        t5 = clock()
+        plan = engine.planner.plan(assessment, start=start)
+        t6 = clock()
+        ctx = hook_request.context
+        series = engine.medication_requests(
+            plan,
+            requester=ctx.get("userId"),
+            encounter=ctx.get("encounterId"),
+            authored_on=start,
+        )
+        hook_ctx = HookContext(
+            hook=hook,
+            patient_id=record.patient_id,
+            user_id=ctx.get("userId"),
+            encounter_id=ctx.get("encounterId"),
+            draft_orders=record.draft_orders,
+            not_checked=tuple(sorted(record.missing)),
+            authored_on=start,
+        )
+        out = cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))
+        t7 = clock()
+        payload = json.dumps(
+            {"cards": out}, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8")
+        t8 = clock()
+        if samples is not None:
+            marks = (t0, t1, t2, t3, t4, t5, t6, t7, t8)
+            for name, a, b in zip(STAGES, marks, marks[1:], strict=False):
+                samples[name].append(b - a)
+        return len(payload)
+
+    for _ in range(min(50, max(1, n // 10))):
+        response_bytes = once(None)
+    samples: dict[str, list[int]] = {name: [] for name in STAGES}
+    with _timed_validation() as validation_ns:
+        wall = time.perf_counter()
+        for _ in range(n):
+            once(samples)
+        wall = time.perf_counter() - wall
+
+    means = {name: sum(v) / len(v) / 1000 for name, v in samples.items()}
+    total = sum(means.values())
+    stages = []
+    for name in STAGES:
+        values = sorted(samples[name])
+        stages.append(
+            StageResult(
+                name=name,
+                mean_us=means[name],
+                p50_us=values[len(values) // 2] / 1000,
+                p99_us=values[min(len(values) - 1, int(len(values) * 0.99))] / 1000,
+                share=means[name] / total if total else 0.0,
+            ).__dict__
+        )
+    return {
+        "hook": hook,
+        "n": n,
+        "request_bytes": len(raw),
+        "response_bytes": response_bytes,
+        "resources": sum(
+            len(v.get("entry", [])) if v.get("resourceType") == "Bundle" else 1
+            for v in request["prefetch"].values()
+        ),
+        "stages": stages,
+        "total_mean_us": total,
+        # Part of `facts`: FHIR R4 model validation of each resource the rules read.
+        "facts_fhir_validation_mean_us": sum(validation_ns) / n / 1000,
+        "wall_s": wall,
+        "single_core_rps_limit": 1e6 / total if total else 0.0,
+    }
+
+
+def format_profile(result: dict[str, Any]) -> str:
+    lines = [
+        f"In-process profile: {result['hook']}, {result['n']} runs, "
+        f"request {result['request_bytes'] / 1024:.1f} KiB ({result['resources']} resources), "
+        f"response {result['response_bytes'] / 1024:.1f} KiB",
+        "",
+        f"| {'stage':<12} | {'mean µs':>9} | {'p50 µs':>9} | {'p99 µs':>9} | {'share':>6} |",
+        f"|{'-' * 14}|{'-' * 10}:|{'-' * 10}:|{'-' * 10}:|{'-' * 7}:|",
+    ]
+    for s in result["stages"]:
+        lines.append(
+            f"| {s['name']:<12} | {s['mean_us']:>9.1f} | {s['p50_us']:>9.1f} "
+            f"| {s['p99_us']:>9.1f} | {s['share'] * 100:>5.1f}% |"
+        )
+    lines.append(
+        f"| {'total':<12} | {result['total_mean_us']:>9.1f} | {'':>9} | {'':>9} | {100:>5.1f}% |"
+    )
+    validation = result.get("facts_fhir_validation_mean_us", 0.0)
+    facts = next(s["mean_us"] for s in result["stages"] if s["name"] == "facts")
+    lines += [
+        "",
+        f"of which in `facts`: FHIR R4 model validation (fhir.resources) {validation:.1f} µs "
+        f"({validation / facts * 100 if facts else 0:.0f}% of facts, "
+        f"{validation / result['total_mean_us'] * 100 if result['total_mean_us'] else 0:.0f}% "
+        "of the total)",
+        f"=> at most {result['single_core_rps_limit']:.0f} requests/s per core for the work "
+        "alone (no HTTP).",
+    ]
+    return "\n".join(lines)

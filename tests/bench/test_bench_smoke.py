@@ -1,0 +1,86 @@
+"""The benchmark's in-process parts: the workload and the stage profile (no HTTP here).
+
+The HTTP smoke run is `python -m bench --smoke` (CI calls it); it starts servers and processes,
+which does not belong in the unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    # `bench/` sits next to `cds_service/` but is not an installed package.
+    sys.path.insert(0, str(ROOT))
+
+from bench import workload  # noqa: E402
+from bench.load import percentile  # noqa: E402
+from bench.stages import STAGES, format_profile, profile  # noqa: E402
+
+EXPECTED_STAGES = (
+    "parse",
+    "validate",
+    "prefetch",
+    "facts",
+    "assessment",
+    "regimen",
+    "fhir_output",
+    "serialise",
+)
+
+
+def test_profile_stages_are_named_and_timed() -> None:
+    result = profile(20)
+    assert STAGES == EXPECTED_STAGES
+    assert [s["name"] for s in result["stages"]] == list(EXPECTED_STAGES)
+    for stage in result["stages"]:
+        assert stage["mean_us"] > 0, stage
+        assert stage["p99_us"] >= stage["p50_us"] > 0, stage
+    assert abs(sum(s["share"] for s in result["stages"]) - 1.0) < 1e-6
+    assert result["total_mean_us"] > 0
+    assert result["response_bytes"] > 0
+    table = format_profile(result)
+    for name in EXPECTED_STAGES:
+        assert f"| {name} " in table
+
+
+def test_profile_order_sign() -> None:
+    result = profile(5, hook="order-sign")
+    assert all(s["mean_us"] > 0 for s in result["stages"])
+
+
+def test_workload_is_deterministic_and_sized_as_specified() -> None:
+    first = json.dumps(workload.patient_view_request(), sort_keys=True)
+    assert first == json.dumps(workload.patient_view_request(), sort_keys=True)
+    assert len(workload.observations()) == 40
+    assert len(workload.conditions()) == 8
+    dates = sorted(o["effectiveDateTime"] for o in workload.observations())
+    assert dates[-1] == workload.ANCHOR.isoformat()
+    assert dates[0] <= (workload.ANCHOR.replace(year=workload.ANCHOR.year - 2)).isoformat()
+    drafts = workload.order_sign_request()["context"]["draftOrders"]["entry"]
+    assert [d["resource"]["status"] for d in drafts] == ["draft", "draft"]
+
+
+def test_workload_uses_the_protocol_codes() -> None:
+    from cds_service.protocol import default_protocol
+
+    protocol = default_protocol()
+    known = {c.code for a in protocol.observations.analytes.values() for c in a.codes}
+    used = {c["code"] for o in workload.observations() for c in o["code"].get("coding", [])}
+    assert {"14685-2", "13964-2", "2284-8", "718-7", "2823-3"} <= used & known
+    assert any("coding" not in o["code"] for o in workload.observations())
+
+
+def test_prefetch_keys_match_the_service() -> None:
+    from cds_service.hooks.prefetch_templates import PREFETCH
+
+    assert set(workload.prefetch()) == set(PREFETCH)
+
+
+def test_percentile() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([3.0], 99) == 3.0
