@@ -16,13 +16,13 @@ run: $(STAMP)
 	CDS_AUTH=off $(BIN)/uvicorn cds_service.app:app --host 127.0.0.1 --port 8000
 
 check: $(STAMP)
-	$(BIN)/ruff check cds_service tests
-	$(BIN)/ruff format --check cds_service tests
+	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff format --check cds_service tests bench
 	$(BIN)/mypy cds_service
 
 format: $(STAMP)
-	$(BIN)/ruff format cds_service tests
-	$(BIN)/ruff check --fix cds_service tests
+	$(BIN)/ruff format cds_service tests bench
+	$(BIN)/ruff check --fix cds_service tests bench
 
 test: check
 	$(BIN)/pytest

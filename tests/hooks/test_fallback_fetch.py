@@ -1,0 +1,164 @@
+"""Prefetch resolution with fallback fetch, end to end against a real loopback FHIR server."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+from fhirserver import FhirTestServer
+from support import golden_expected
+
+from cds_service.app import create_app
+from cds_service.fetch import Allowlist, FhirFetcher
+from cds_service.settings import Settings
+
+from .helpers import START, client, golden_request, golden_requests
+
+pytestmark = pytest.mark.anyio
+PV = "/cds-services/b12-patient-view"
+PATIENT_VIEWS = [slug for slug, hook in golden_requests() if hook == "patient-view"]
+
+
+def fetching_app(allowlist: Allowlist, profile: str | None = None, **kw: Any) -> Any:
+    fetcher = FhirFetcher(allowlist, **kw)
+    settings = Settings(auth=False, profile=profile)
+    return create_app(settings, fetcher=fetcher, clock=lambda: START), fetcher
+
+
+def without_prefetch(body: dict[str, Any], server: FhirTestServer, *keep: str) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    body["prefetch"] = {k: v for k, v in body["prefetch"].items() if k in keep}
+    body["fhirServer"] = server.base_url
+    body["fhirAuthorization"] = {
+        "access_token": server.token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "b12-cds",
+    }
+    return body
+
+
+def clinical(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cards without the per-call identifiers, which differ between any two calls."""
+    out = []
+    for card in cards:
+        card = copy.deepcopy(card)
+        card.pop("uuid", None)
+        for s in card.get("suggestions", []):
+            s.pop("uuid", None)
+        out.append(card)
+    return out
+
+
+async def post(app: Any, body: dict[str, Any]) -> Any:
+    async with client(app, signed=False) as c:
+        return await c.post(PV, json=body)
+
+
+@pytest.mark.parametrize("slug", PATIENT_VIEWS)
+async def test_same_answer_by_prefetch_or_by_fetch(fhir_server: FhirTestServer, slug: str) -> None:
+    profile = golden_expected(slug)["profile"]
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True), profile)
+    try:
+        body = golden_request(slug, "patient-view")
+        by_prefetch = await post(app, body)
+        by_fetch = await post(app, without_prefetch(body, fhir_server))
+    finally:
+        await fetcher.aclose()
+    assert by_prefetch.status_code == by_fetch.status_code == 200, by_fetch.text
+    assert clinical(by_fetch.json()["cards"]) == clinical(by_prefetch.json()["cards"])
+    assert fhir_server.requests, "the FHIR server was asked"
+
+
+async def test_token_forwarded_only_missing_keys_fetched_null_keys_not(
+    fhir_server: FhirTestServer,
+) -> None:
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
+    body = without_prefetch(
+        golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server, "patient"
+    )
+    body["prefetch"]["allergies"] = None  # the EHR says: nothing matches, do not fetch
+    body["prefetch"]["conditions"] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout"}],
+    }
+    try:
+        response = await post(app, body)
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 200
+    asked = {r.path.split("/")[-1] for r in fhir_server.requests}
+    assert asked == {
+        "Condition",
+        "Observation",
+        "Procedure",
+        "MedicationRequest",
+        "MedicationStatement",
+    }
+    assert {r.authorization for r in fhir_server.requests} == {f"Bearer {fhir_server.token}"}
+
+
+async def test_slow_server_gives_412_within_the_deadline(fhir_server: FhirTestServer) -> None:
+    fhir_server.set_mode("slow", seconds=5)
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True), timeout=0.5, deadline=1.0)
+    body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
+    started = time.monotonic()
+    try:
+        response = await post(app, body)
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 412
+    assert time.monotonic() - started < 1.5
+    assert set(response.json()["error"]["missing"]) >= {"patient", "conditions", "observations"}
+
+
+@pytest.mark.parametrize("mode", ["401", "404", "500", "invalid", "garbage"])
+async def test_unusable_server_gives_412_json(fhir_server: FhirTestServer, mode: str) -> None:
+    fhir_server.set_mode(mode)
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
+    body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
+    try:
+        response = await post(app, body)
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 412
+    assert response.json()["error"]["status"] == 412
+    assert fhir_server.token not in response.text
+
+
+async def test_server_off_the_allowlist_is_never_contacted(fhir_server: FhirTestServer) -> None:
+    app, fetcher = fetching_app(Allowlist(["https://ehr.example.org/fhir"]))
+    body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
+    try:
+        response = await post(app, body)
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 412
+    assert fhir_server.requests == []
+
+
+async def test_apply_reads_the_record_from_the_configured_fhir_server(
+    fhir_server: FhirTestServer,
+) -> None:
+    fetcher = FhirFetcher(Allowlist())
+    settings = Settings(
+        auth=False, fhir_base_url=fhir_server.base_url, fhir_access_token=fhir_server.token
+    )
+    app = create_app(settings, fetcher=fetcher, clock=lambda: START)
+    patient = golden_request("t2-pernicious-anemia-d51-0", "patient-view")["context"]["patientId"]
+    try:
+        async with client(app, signed=False) as c:
+            response = await c.get(
+                "/fhir/PlanDefinition/b12-deficiency-standard/$apply",
+                params={"subject": f"Patient/{patient}"},
+            )
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 200, response.text
+    care_plan = response.json()
+    meds = [r for r in care_plan["contained"] if r["resourceType"] == "MedicationRequest"]
+    assert len(meds) == 4
+    assert {r.authorization for r in fhir_server.requests} == {f"Bearer {fhir_server.token}"}
