@@ -9,7 +9,6 @@ Every answer is JSON, errors included: `{"error": {"status": N, "message": "..."
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,12 +17,12 @@ from datetime import date
 from functools import cache
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service.auth import (
@@ -108,6 +107,13 @@ def _depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by orjson: several times faster than the standard library for cards."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The request body as JSON; 413 past `max_bytes` (declared or streamed), 400 if not JSON."""
     declared = request.headers.get("content-length")
@@ -129,7 +135,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "the request body is empty; a JSON object is required")
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "the request body is not valid JSON") from None
     if not _depth_ok(body):
@@ -297,7 +303,9 @@ def create_app(
             ) from None
         today = request.app.state.clock()
         try:
-            cards = await run_in_threadpool(_answer, state, service, hook_request, record, today)
+            # A few milliseconds of pure CPU: a worker thread would only add hand-off and GIL
+            # contention, so it runs on the event loop.
+            cards = _answer(state, service, hook_request, record, today)
         except InvalidResourceError as exc:
             raise ApiError(400, str(exc)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -306,7 +314,7 @@ def create_app(
             logger.error("unreadable resource reached the engine", exc_info=exc)
             raise ApiError(400, "a resource in the request could not be read") from None
         state.feedback.issue(service.id, cards)
-        return JSONResponse({"cards": cards})
+        return FastJSONResponse({"cards": cards})
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> dict[str, Any]:

@@ -200,7 +200,6 @@ class FactExtractor:
                     continue
                 analyte = self._analyte_of(res)
                 if analyte:
-                    _validate(res)
                     keep_latest(analyte, res)
             elif kind == "Procedure":
                 if _str(res.get("status")) == "completed" and self.codes.known(
@@ -241,6 +240,10 @@ class FactExtractor:
                 if record:
                     draft_tests.append(record)
 
+        # Only the latest result per analyte is read by the rules, so only it is validated:
+        # a two-year history would otherwise cost more to validate than the whole assessment.
+        for _, res in latest.values():
+            _validate(res)
         results = {name: self._result(name, res, when) for name, (when, res) in latest.items()}
         birth = _parse_when(patient.get("birthDate")) if patient else None
         return Facts(

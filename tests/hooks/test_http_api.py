@@ -274,6 +274,7 @@ async def test_invalid_fhir_in_prefetch_is_400() -> None:
     obs = body["prefetch"]["observations"]["entry"][0]["resource"]
     obs["valueQuantity"]["value"] = "not a number"
     obs["status"] = "final"
+    obs["effectiveDateTime"] = "2026-11-30"  # the latest result: the one the rules read
     async with client() as c:
         r = await c.post(PV, json=body)
     assert "not valid FHIR R4" in assert_json_error(r, 400)["error"]["message"]
