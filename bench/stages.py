@@ -3,14 +3,14 @@
 The stages are the ones the HTTP service runs for `POST /cds-services/{id}` (cds_service/app.py),
 called directly, without HTTP, uvicorn or the worker-thread hop:
 
-- parse: `json.loads` of the body plus the service's nesting-depth check
+- parse: `orjson.loads` of the body plus the service's nesting-depth check
 - validate: the CDS Hooks envelope and context (`parse_hook_request`, pydantic)
 - prefetch: prefetch values -> resource list (`hooks.prefetch.resolve`, no fetcher)
 - facts: `engine.extractor.extract`
 - assessment: `engine.assessor.assess`
 - regimen: `engine.planner.plan`
 - fhir_output: `engine.medication_requests` + `CardBuilder.cards`
-- serialise: `json.dumps` of `{"cards": [...]}` with the arguments of Starlette's JSONResponse
+- serialise: `orjson.dumps` of `{"cards": [...]}`, as the service's response class does
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+import orjson
 
 from bench import workload
 
@@ -110,7 +112,7 @@ def profile(
     def once(samples: dict[str, list[int]] | None) -> int:
         clock = time.perf_counter_ns
         t0 = clock()
-        body = json.loads(raw)
+        body = orjson.loads(raw)
         if not depth_ok(body):
             raise RuntimeError("depth check failed")
         t1 = clock()
@@ -144,9 +146,7 @@ def profile(
         )
         out = cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))
         t7 = clock()
-        payload = json.dumps(
-            {"cards": out}, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-        ).encode("utf-8")
+        payload = orjson.dumps({"cards": out})
         t8 = clock()
         if samples is not None:
             marks = (t0, t1, t2, t3, t4, t5, t6, t7, t8)

@@ -100,10 +100,9 @@ def _depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
         item, depth = stack.pop()
         if depth > limit:
             return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        children = item.values() if isinstance(item, dict) else item
+        # Only containers can nest: scalars (most of a FHIR body) are never pushed.
+        stack.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
     return True
 
 
