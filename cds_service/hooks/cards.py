@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from cds_service.clinical.assessment import CONFIRMED, INDETERMINATE, NOT_DEFICIENT, UNKNOWN
@@ -20,7 +20,9 @@ from cds_service.clinical.codes import CodeIndex
 from cds_service.clinical.facts import CodedRecord, Evidence
 from cds_service.clinical.regimen import Plan, Schedule
 from cds_service.fhir.dosage_text import frequency_phrase
+from cds_service.fhir.medication_requests import coding
 from cds_service.protocol import Protocol
+from cds_service.protocol.model import CodeEntry
 
 JSON = dict[str, Any]
 
@@ -143,6 +145,7 @@ class CardBuilder:
         new_id: Callable[[], str],
         suggestions: list[JSON] | None = None,
         override: bool = False,
+        selection: str = "at-most-one",
     ) -> JSON:
         out: JSON = {
             "uuid": new_id(),
@@ -153,7 +156,7 @@ class CardBuilder:
         }
         if suggestions:
             out["suggestions"] = suggestions
-            out["selectionBehavior"] = "at-most-one"
+            out["selectionBehavior"] = selection
         if override:
             out["overrideReasons"] = [dict(r) for r in OVERRIDE_REASONS]
         out["extension"] = self.extension(plan, kind)
@@ -269,6 +272,8 @@ class CardBuilder:
 
         if a.new_course and plan.recommended is not None:
             out.append(self.treatment_card(plan, series, ctx, new_id))
+            if plan.monitoring:
+                out.append(self.monitoring_card(plan, ctx, new_id))
 
         if a.status == CONFIRMED and a.type_rule is not None and not a.type_rule.schedule:
             out.append(self.specialist_card(plan, new_id))
@@ -500,31 +505,75 @@ class CardBuilder:
             override=True,
         )
 
-    def mma_card(self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]) -> JSON:
-        a = plan.assessment
-        mma = self.protocol.observations.analytes["mma"].codes[0]
+    def service_request(
+        self,
+        plan: Plan,
+        ctx: HookContext,
+        test: CodeEntry,
+        text: str,
+        reason: str,
+        when: date | None = None,
+    ) -> JSON:
+        """A proposed laboratory test (draft), coded with the protocol's verified LOINC entry."""
         request: JSON = {
             "resourceType": "ServiceRequest",
             "status": "draft",
             "intent": "proposal",
-            "code": {
-                "coding": [
-                    {
-                        "system": self.protocol.system_url(mma.system),
-                        "code": mma.code,
-                        "display": mma.display or "Methylmalonate",
-                    }
-                ],
-                "text": "Methylmalonic acid (MMA), serum",
-            },
+            "code": {"coding": [coding(self.protocol, test)], "text": text},
             "subject": {"reference": f"Patient/{ctx.patient_id}"},
             "authoredOn": (ctx.authored_on or plan.start).isoformat(),
-            "reasonCode": [{"text": "Borderline serum vitamin B12"}],
+            "reasonCode": [{"text": reason}],
         }
+        if when is not None:
+            request["occurrenceDateTime"] = when.isoformat()
         if ctx.user_id and "/" in ctx.user_id:
             request["requester"] = {"reference": ctx.user_id}
         if ctx.encounter_id:
             request["encounter"] = {"reference": f"Encounter/{ctx.encounter_id}"}
+        return request
+
+    def monitoring_card(self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]) -> JSON:
+        """The M-rules as optional test orders; any, all or none may be accepted."""
+        suggestions = [
+            {
+                "label": f"Order {m.test.display or m.test.code} ({m.id})",
+                "uuid": new_id(),
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": m.text,
+                        "resource": self.service_request(
+                            plan,
+                            ctx,
+                            m.test,
+                            m.test.display or m.test.code,
+                            f"B12 treatment monitoring ({m.id})",
+                            plan.start + timedelta(days=m.offset_days),
+                        ),
+                    }
+                ],
+            }
+            for m in plan.monitoring
+        ]
+        detail = [f"- **{m.id}** {m.text}" for m in plan.monitoring]
+        keys = [k for m in plan.monitoring for k in m.citations]
+        return self.card(
+            plan,
+            "monitoring",
+            "info",
+            "Monitoring for the B12 schedule: reticulocytes, platelets, serum B12",
+            [*detail, *self.footer(plan, keys)],
+            new_id,
+            suggestions,
+            selection="any",
+        )
+
+    def mma_card(self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]) -> JSON:
+        a = plan.assessment
+        mma = self.protocol.observations.analytes["mma"].codes[0]
+        request = self.service_request(
+            plan, ctx, mma, "Methylmalonic acid (MMA), serum", "Borderline serum vitamin B12"
+        )
         detail = [
             "Serum B12 is borderline and there is no methylmalonic acid (MMA) or homocysteine "
             "result. Measure MMA to confirm or exclude deficiency; no schedule is proposed yet.",

@@ -126,6 +126,7 @@ def test_expected_cards_for_key_patients() -> None:
         assert await kinds("s1-polyneuropathy-metformin") == [
             ("safety-S1", "critical"),
             ("treatment", "warning"),
+            ("monitoring", "info"),
         ]
         assert await kinds("s4-cobalt-allergy") == [("safety-S4", "critical")]
         assert await kinds("unit-b12-unknown-unit") == [("unusable-results", "info")]
@@ -135,6 +136,24 @@ def test_expected_cards_for_key_patients() -> None:
         assert ("safety-S2", "warning") in await kinds("s2-draft-iv-cyanocobalamin", "order-sign")
 
     asyncio.run(main())
+
+
+async def test_monitoring_card_offers_each_m_rule_test_as_an_optional_order() -> None:
+    body = golden_request("s6-severe-anaemia-hb-7-1", "patient-view")
+    async with client() as c:
+        cards = (await c.post("/cds-services/b12-patient-view", json=body)).json()["cards"]
+    card = next(c for c in cards if c["extension"]["card"] == "monitoring")
+    assert card["selectionBehavior"] == "any"
+    orders = [s["actions"][0]["resource"] for s in card["suggestions"]]
+    assert [o["code"]["coding"][0]["code"] for o in orders] == [
+        "17849-1",
+        "777-3",
+        "14685-2",
+        "2823-3",
+    ]
+    assert orders[0]["occurrenceDateTime"] == "2026-12-06"  # day 5 of treatment (M1)
+    for order in orders:
+        assert_valid_fhir(order)
 
 
 async def test_iv_draft_is_replaced_by_the_im_series() -> None:
