@@ -3,7 +3,7 @@
 The stages are the ones the HTTP service runs for `POST /cds-services/{id}` (cds_service/app.py),
 called directly, without HTTP, uvicorn or the worker-thread hop:
 
-- parse: `orjson.loads` of the body plus the service's nesting-depth check
+- parse: `orjson.loads` of the body (orjson also bounds its nesting depth)
 - validate: the CDS Hooks envelope and context (`parse_hook_request`, pydantic)
 - prefetch: prefetch values -> resource list (`hooks.prefetch.resolve`, no fetcher)
 - facts: `engine.extractor.extract`
@@ -59,14 +59,6 @@ def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
     raise RuntimeError("the coroutine suspended; it needs an event loop")
 
 
-def _depth_check() -> Any:
-    try:
-        from cds_service.app import _depth_ok
-    except ImportError:  # pragma: no cover - older app without the check
-        return lambda body: True
-    return _depth_ok
-
-
 @contextmanager
 def _timed_validation() -> Iterator[list[int]]:
     """Time `extract._validate` (fhir.resources model validation), a part of the facts stage."""
@@ -107,14 +99,11 @@ def profile(
     raw = json.dumps(request).encode("utf-8")
     engine = Engine.build()
     cards = CardBuilder(engine.protocol)
-    depth_ok = _depth_check()
 
     def once(samples: dict[str, list[int]] | None) -> int:
         clock = time.perf_counter_ns
         t0 = clock()
         body = orjson.loads(raw)
-        if not depth_ok(body):
-            raise RuntimeError("depth check failed")
         t1 = clock()
         hook_request = parse_hook_request(body, hook)
         t2 = clock()

@@ -472,3 +472,27 @@ async def test_start_date_comes_from_the_clock() -> None:
     first = treatment["suggestions"][0]["actions"][0]["resource"]
     bounds = first["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]
     assert bounds["start"] == START.isoformat() and first["authoredOn"] == START.isoformat()
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 5000])
+@pytest.mark.parametrize("where", ["root", "context", "prefetch", "observation", "coding"])
+async def test_deeply_nested_json_anywhere_is_never_a_500(depth: int, where: str) -> None:
+    body = _valid()
+    marker = "__NESTED__"
+    obs = body["prefetch"]["observations"]["entry"][0]["resource"]
+    if where == "root":
+        body["x"] = marker
+    elif where == "context":
+        body["context"]["x"] = marker
+    elif where == "prefetch":
+        body["prefetch"]["conditions"] = marker
+    elif where == "observation":
+        obs["extension"] = [{"url": "https://example.org/x", "valueString": marker}]
+        obs["effectiveDateTime"] = "2026-11-30"
+    else:
+        obs["code"]["coding"].append(marker)
+    raw = json.dumps(body).replace(json.dumps(marker), '{"a":' * depth + "{}" + "}" * depth)
+    async with client() as c:
+        r = await c.post(PV, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code in (200, 400), r.text
+    assert r.headers["content-type"].startswith("application/json")
