@@ -9,6 +9,7 @@ Every answer is JSON, errors included: `{"error": {"status": N, "message": "..."
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -177,6 +178,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The protocol, code indexes and FHIR model classes live as long as the process: moving
+        # them out of the collector's reach keeps full collections short on the request path.
+        gc.collect()
+        gc.freeze()
         yield
         # The HTTP client belongs to the event loop that used it: close it with the app.
         if built is not None:
