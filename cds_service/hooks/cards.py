@@ -22,7 +22,7 @@ from cds_service.clinical.regimen import Plan, Schedule
 from cds_service.fhir.dosage_text import frequency_phrase
 from cds_service.fhir.medication_requests import coding
 from cds_service.protocol import Protocol
-from cds_service.protocol.model import CodeEntry
+from cds_service.protocol.model import CardText, CodeEntry, DeficiencyRule
 
 JSON = dict[str, Any]
 
@@ -574,13 +574,13 @@ class CardBuilder:
         request = self.service_request(
             plan, ctx, mma, "Methylmalonic acid (MMA), serum", "Borderline serum vitamin B12"
         )
+        rule, text = self._deficiency_card("D4")
         detail = [
-            "Serum B12 is borderline and there is no methylmalonic acid (MMA) or homocysteine "
-            "result. Measure MMA to confirm or exclude deficiency; no schedule is proposed yet.",
+            text.detail,
             "",
             "**Evidence**",
             *_evidence_lines(a.deficiency_evidence),
-            *self.footer(plan, self.protocol.rules.deficiency_rules["D4"].citations),
+            *self.footer(plan, rule.citations),
         ]
         suggestion = {
             "label": "Order serum methylmalonic acid (MMA)",
@@ -598,44 +598,46 @@ class CardBuilder:
             plan,
             "borderline-b12",
             "info",
-            "Borderline serum B12: measure methylmalonic acid (MMA) to confirm deficiency",
+            text.summary,
             detail,
             new_id,
             [suggestion],
         )
 
+    def _deficiency_card(self, rule_id: str) -> tuple[DeficiencyRule, CardText]:
+        """A D-rule and its card text, both from rules.yaml."""
+        rule = self.protocol.rules.deficiency_rules[rule_id]
+        if rule.card is None:
+            raise LookupError(f"rules.yaml: {rule_id} has no card text")
+        return rule, rule.card
+
     def very_high_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
         a = plan.assessment
+        rule, text = self._deficiency_card("D7")
         detail = [
-            "Serum B12 is very high and no B12 supplementation is on record. A raised B12 can "
-            "come from liver disease or a malignancy (myeloproliferative disorders, solid "
-            "tumours); consider whether this needs looking into.",
+            text.detail,
             "",
             "**Evidence**",
             *_evidence_lines(a.deficiency_evidence),
-            *self.footer(plan, self.protocol.rules.deficiency_rules["D7"].citations),
+            *self.footer(plan, rule.citations),
         ]
         return self.card(
             plan,
             "very-high-b12",
             "info",
-            "Very high serum B12 without supplements: consider liver disease or malignancy",
+            text.summary,
             detail,
             new_id,
         )
 
     def no_deficiency_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
-        detail = [
-            "A vitamin B12 order is being written, but there is no serum B12 result and no "
-            "recorded B12 deficiency. Consider measuring serum B12 before starting treatment "
-            "(treatment makes later results uninterpretable).",
-            *self.footer(plan, self.protocol.rules.deficiency_rules["D6"].citations),
-        ]
+        rule, text = self._deficiency_card("D6")
+        detail = [text.detail, *self.footer(plan, rule.citations)]
         return self.card(
             plan,
             "no-confirmed-deficiency",
             "info",
-            "No confirmed B12 deficiency on record for this B12 order",
+            text.summary,
             detail,
             new_id,
         )

@@ -28,6 +28,8 @@ from cds_service.protocol.model import (
 
 DATA_DIR = Path(__file__).parent / "data"
 INTRAVENOUS_ROUTE = ("http://snomed.info/sct", "47625008")
+# D-rules that answer with a card of their own (protocol.md section 2).
+CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7")
 
 # Keys of the `when` language whose argument names a value set, an analyte or a threshold.
 _VALUE_SET_KEYS = {
@@ -211,6 +213,10 @@ def _check(p: Protocol) -> None:
                 raise ProtocolError(f"rules.yaml: {s.id}: unknown monitoring rule {m!r}")
     for d_id, d in p.rules.deficiency_rules.items():
         cite(d.citations, f"rules.yaml: {d_id}")
+    for d_id in CARDED_DEFICIENCY_RULES:
+        carded = p.rules.deficiency_rules.get(d_id)
+        if carded is None or carded.card is None:
+            raise ProtocolError(f"rules.yaml: {d_id} needs a card (summary and detail)")
 
     for name, med in p.regimens.medications.items():
         if med.coding:

@@ -65,9 +65,15 @@ class ObservationsTable(Strict):
     qualitative: QualitativeReading
 
 
+class CardText(Strict):
+    summary: str = Field(max_length=139)
+    detail: str
+
+
 class DeficiencyRule(Strict):
     title: str
     citations: tuple[str, ...]
+    card: CardText | None = None
 
 
 class Cause(Strict):
