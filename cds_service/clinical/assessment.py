@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.codes import code_index
 from cds_service.clinical.expressions import Scope, evaluate
 from cds_service.clinical.facts import CodedRecord, Evidence, Facts, LabResult
 from cds_service.clinical.units import display_value, threshold_value
@@ -94,7 +94,7 @@ class Assessor:
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
-        self.codes = CodeIndex(protocol)
+        self.codes = code_index(protocol)
 
     def assess(self, facts: Facts, *, day: date, profile: str | None = None) -> Assessment:
         prof = self.protocol.profile(profile)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import cache
 
 from cds_service.protocol import Protocol
+from cds_service.protocol.model import CodeEntry
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -22,6 +24,12 @@ def normalise(system: str, code: str) -> str:
     return code
 
 
+@cache
+def code_index(protocol: Protocol) -> CodeIndex:
+    """One index per protocol, shared by every stage that matches codes."""
+    return CodeIndex(protocol)
+
+
 class CodeIndex:
     """Value-set membership by coding and by whole words of text."""
 
@@ -29,10 +37,13 @@ class CodeIndex:
         self._exact: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._prefix: list[tuple[str, str, str]] = []
         self._words: dict[str, re.Pattern[str]] = {}
+        # value set -> (system, normalised code, entry): to cite the protocol's own entries.
+        self._entries: dict[str, list[tuple[str, str, CodeEntry]]] = defaultdict(list)
         for name, vs in protocol.codes.value_sets.items():
             for entry in vs.codes:
                 system = protocol.system_url(entry.system)
                 key = (system, normalise(system, entry.code))
+                self._entries[name].append((*key, entry))
                 if entry.match == "prefix":
                     self._prefix.append((system, key[1], name))
                 else:
@@ -56,6 +67,18 @@ class CodeIndex:
             return True
         pattern = self._words.get(value_set)
         return bool(pattern and words and pattern.search(words))
+
+    def entries_in(self, value_set: str, codings: Iterable[tuple[str, str]]) -> list[CodeEntry]:
+        """The value set's entries (with their verified displays) that these codings match."""
+        wanted = [(system, normalise(system, code)) for system, code in codings]
+        return [
+            entry
+            for system, code, entry in self._entries[value_set]
+            if any(
+                s == system and (c.startswith(code) if entry.match == "prefix" else c == code)
+                for s, c in wanted
+            )
+        ]
 
     def known(self, codings: Iterable[tuple[str, str]], words: str = "") -> bool:
         """Whether a resource could matter to any rule at all (used to skip the rest cheaply)."""

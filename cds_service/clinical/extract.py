@@ -15,7 +15,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord, Facts, LabResult
 from cds_service.clinical.units import read_qualitative, read_quantity
 from cds_service.protocol import Protocol
@@ -153,7 +153,7 @@ class FactExtractor:
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
-        self.codes = CodeIndex(protocol)
+        self.codes = code_index(protocol)
         by_code: dict[tuple[str, str], str] = {}
         for name, analyte in protocol.observations.analytes.items():
             for entry in analyte.codes:

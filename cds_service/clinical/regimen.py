@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from cds_service.clinical.assessment import Assessment
-from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.codes import code_index
 from cds_service.clinical.expressions import Scope, evaluate
 from cds_service.protocol import Protocol
 from cds_service.protocol.model import Duration, MonitoringRule, Phase, Regimen
@@ -97,7 +97,7 @@ def lay_out(
 class Planner:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
-        self.codes = CodeIndex(protocol)
+        self.codes = code_index(protocol)
 
     def plan(self, assessment: Assessment, *, start: date) -> Plan:
         monitoring_with = [

@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from cds_service.clinical.assessment import Assessment
-from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord
 from cds_service.clinical.regimen import Schedule, ScheduledPhase
 from cds_service.fhir.dosage_text import dosage_text
@@ -62,7 +62,7 @@ def _reference(value: str, default_type: str) -> JSON:
 class MedicationRequestWriter:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
-        self.codes = CodeIndex(protocol)
+        self.codes = code_index(protocol)
 
     def group_id(self, schedule: Schedule, assessment: Assessment, ctx: OrderContext) -> str:
         """Deterministic: the same plan for the same patient and day gets the same group."""
@@ -112,19 +112,8 @@ class MedicationRequestWriter:
         """The protocol's own entries (verified display) for the codes the patient has."""
         out: list[CodeEntry] = []
         for record in records:
-            for entry in self.protocol.codes.value_sets[value_set].codes:
-                system = self.protocol.system_url(entry.system)
-                if entry not in out and self.codes.matches(
-                    value_set,
-                    [c for c in record.codings if c[0] == system and self._same(entry, c[1])],
-                ):
-                    out.append(entry)
+            out += [e for e in self.codes.entries_in(value_set, record.codings) if e not in out]
         return out
-
-    @staticmethod
-    def _same(entry: CodeEntry, code: str) -> bool:
-        a, b = entry.code.replace(".", "").upper(), code.replace(".", "").upper()
-        return b.startswith(a) if entry.match == "prefix" else a == b
 
     def series(self, schedule: Schedule, assessment: Assessment, ctx: OrderContext) -> list[JSON]:
         group = self.group_id(schedule, assessment, ctx)

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from cds_service.clinical.assessment import CONFIRMED, INDETERMINATE, NOT_DEFICIENT, UNKNOWN
-from cds_service.clinical.codes import CodeIndex
+from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord, Evidence
 from cds_service.clinical.regimen import Plan, Schedule
 from cds_service.fhir.dosage_text import frequency_phrase
@@ -81,7 +81,7 @@ class CardBuilder:
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
-        self.codes = CodeIndex(protocol)
+        self.codes = code_index(protocol)
 
     # -- shared parts -------------------------------------------------------------------------
 

@@ -65,8 +65,10 @@ class ProtocolError(ValueError):
     """The protocol tables are malformed or inconsistent; the service must not start."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Protocol:
+    """Compared and hashed by identity: one loaded protocol is one object, cached per process."""
+
     id: str
     title: str
     version: str
