@@ -19,9 +19,8 @@ from .client import (
     FhirFetcher,
     parse_query,
     unavailable_outcome,
-    unavailable_reason,
 )
-from .errors import DataUnavailable
+from .errors import DataUnavailable, unavailable_reason
 
 __all__ = [
     "DEFAULT_DEADLINE",

@@ -114,17 +114,6 @@ def unavailable_outcome(reason: str) -> dict[str, Any]:
     }
 
 
-def unavailable_reason(value: Any) -> str | None:
-    """The reason if ``value`` is an OperationOutcome standing in for missing data, else None."""
-    if not isinstance(value, Mapping) or value.get("resourceType") != "OperationOutcome":
-        return None
-    for issue in value.get("issue") or ():
-        diagnostics = issue.get("diagnostics") if isinstance(issue, Mapping) else None
-        if isinstance(diagnostics, str):
-            return diagnostics
-    return "data unavailable"
-
-
 def _validate(resource: Any) -> None:
     """Raises ``_Unavailable`` unless ``resource`` is a valid FHIR R4B resource."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):

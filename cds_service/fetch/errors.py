@@ -1,7 +1,8 @@
 """The one failure the fetch client reports to the hook layer.
 
-The hook layer owns the type (``cds_service.hooks.prefetch.DataUnavailable``), so there is a
-single exception to catch; it is re-exported here for the fetch package's users.
+The hook layer owns the contract (``cds_service.hooks.prefetch``: the exception and how an
+OperationOutcome stands in for an optional key), so there is one definition of each; they are
+re-exported here for the fetch package's users.
 
 ``details`` maps each failed prefetch key to a short reason ("FHIR server answered 401",
 "timed out after 2.0 s", ...). The fetcher builds reasons only from fixed phrases, status codes
@@ -11,6 +12,6 @@ safe to log and to show on a card.
 
 from __future__ import annotations
 
-from cds_service.hooks.prefetch import DataUnavailable
+from cds_service.hooks.prefetch import DataUnavailable, unavailable_reason
 
-__all__ = ["DataUnavailable"]
+__all__ = ["DataUnavailable", "unavailable_reason"]

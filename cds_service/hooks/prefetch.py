@@ -150,14 +150,19 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
     return out
 
 
-def _outcome_reason(value: Any) -> str | None:
-    """The diagnostics of an OperationOutcome answer (the fetcher's reason for an optional key)."""
+def unavailable_reason(value: Any) -> str | None:
+    """The reason if `value` is an OperationOutcome standing in for missing data, else None.
+
+    Part of the Fetcher contract: a fetcher answers an optional key it could not get with an
+    OperationOutcome whose diagnostics say why.
+    """
     if not isinstance(value, Mapping) or value.get("resourceType") != "OperationOutcome":
         return None
     for issue in value.get("issue") or ():
-        if isinstance(issue, Mapping) and isinstance(issue.get("diagnostics"), str):
-            return str(issue["diagnostics"])
-    return None
+        diagnostics = issue.get("diagnostics") if isinstance(issue, Mapping) else None
+        if isinstance(diagnostics, str):
+            return diagnostics
+    return "data unavailable"
 
 
 def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
@@ -226,7 +231,7 @@ async def resolve(
                 fetched.append(key)
                 del missing[key]
             else:
-                missing[key] = _outcome_reason(value) or "the FHIR server reported an error"
+                missing[key] = unavailable_reason(value) or "the FHIR server reported an error"
     elif missing and fetcher is None:
         for key in missing:
             missing[key] += "; no FHIR fetch configured"
