@@ -8,7 +8,6 @@ far more than the rules themselves. Status filtering follows protocol section 1.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +30,6 @@ ALLERGY_ACTIVE = {"active"}
 
 class InvalidResourceError(ValueError):
     """A resource the rules need is not valid FHIR R4; the message names it but holds no PHI."""
-
-
-@dataclass(frozen=True)
-class _Analytes:
-    by_code: dict[tuple[str, str], str]
 
 
 def _str(value: Any) -> str | None:
@@ -154,11 +148,11 @@ class FactExtractor:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.codes = code_index(protocol)
-        by_code: dict[tuple[str, str], str] = {}
-        for name, analyte in protocol.observations.analytes.items():
-            for entry in analyte.codes:
-                by_code[(protocol.system_url(entry.system), entry.code)] = name
-        self._analytes = _Analytes(by_code)
+        self._analyte_by_code = {
+            (protocol.system_url(entry.system), entry.code): name
+            for name, analyte in protocol.observations.analytes.items()
+            for entry in analyte.codes
+        }
 
     def extract(
         self,
@@ -330,7 +324,7 @@ class FactExtractor:
 
     def _analyte_of(self, res: Resource) -> str | None:
         for coding in _codings(res.get("code")):
-            name = self._analytes.by_code.get(coding)
+            name = self._analyte_by_code.get(coding)
             if name:
                 return name
         return None

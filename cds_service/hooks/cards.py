@@ -557,11 +557,12 @@ class CardBuilder:
         ]
         detail = [f"- **{m.id}** {m.text}" for m in plan.monitoring]
         keys = [k for m in plan.monitoring for k in m.citations]
+        tests = ", ".join(m.name for m in plan.monitoring)
         return self.card(
             plan,
             "monitoring",
             "info",
-            "Monitoring for the B12 schedule: reticulocytes, platelets, serum B12",
+            _summary(f"Monitoring for the B12 schedule: {tests}"),
             [*detail, *self.footer(plan, keys)],
             new_id,
             suggestions,

@@ -110,6 +110,7 @@ class SafetyRule(Strict):
 
 class MonitoringRule(Strict):
     id: str
+    name: str
     text: str
     test: CodeEntry
     offset_days: int
