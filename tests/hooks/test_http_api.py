@@ -496,3 +496,39 @@ async def test_deeply_nested_json_anywhere_is_never_a_500(depth: int, where: str
         r = await c.post(PV, content=raw, headers={"content-type": "application/json"})
     assert r.status_code in (200, 400), r.text
     assert r.headers["content-type"].startswith("application/json")
+
+
+async def test_logs_hold_no_phi_and_paginated_prefetch_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = golden_request("t2-pernicious-anemia-d51-0", "patient-view")
+    patient = (
+        next(e["resource"] for e in body["prefetch"]["patient"].get("entry", []))
+        if body["prefetch"]["patient"].get("resourceType") == "Bundle"
+        else body["prefetch"]["patient"]
+    )
+    family = patient["name"][0]["family"]
+    body["prefetch"]["conditions"]["link"] = [
+        {"relation": "next", "url": "https://ehr.example.org/fhir/Condition?page=2"}
+    ]
+    caplog.set_level("DEBUG")
+    async with client() as c:
+        cards = (await c.post(PV, json=body)).json()["cards"]
+        feedback = {
+            "feedback": [
+                {
+                    "card": cards[0]["uuid"],
+                    "outcome": "overridden",
+                    "overrideReason": {
+                        "reason": cards[0]["overrideReasons"][0],
+                        "userComment": f"{family} prefers tablets",
+                    },
+                    "outcomeTimestamp": "2026-12-01T10:05:31Z",
+                }
+            ]
+        }
+        assert (await c.post(PV + "/feedback", json=feedback)).status_code == 200
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "paginated; only the first page was used" in logged
+    for secret in (family, patient["id"], patient["birthDate"], "prefers tablets"):
+        assert secret not in logged
