@@ -502,11 +502,7 @@ async def test_logs_hold_no_phi_and_paginated_prefetch_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = golden_request("t2-pernicious-anemia-d51-0", "patient-view")
-    patient = (
-        next(e["resource"] for e in body["prefetch"]["patient"].get("entry", []))
-        if body["prefetch"]["patient"].get("resourceType") == "Bundle"
-        else body["prefetch"]["patient"]
-    )
+    patient = body["prefetch"]["patient"]
     family = patient["name"][0]["family"]
     body["prefetch"]["conditions"]["link"] = [
         {"relation": "next", "url": "https://ehr.example.org/fhir/Condition?page=2"}
