@@ -296,6 +296,13 @@ def create_app(
             # contention, so it runs on the event loop.
             cards = _answer(state, service, hook_request, record, today)
         except InvalidResourceError as exc:
+            key = record.fetched_references.get(exc.reference)
+            if key is not None:
+                raise ApiError(
+                    412,
+                    "FHIR data fetched from the FHIR server is not valid FHIR R4",
+                    extra={"missing": [key]},
+                ) from None
             raise ApiError(400, str(exc)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             # Input the clinical core could not read although it passed the checks above: a
@@ -329,7 +336,7 @@ def _answer(
     record: ResolvedRecord,
     today: date,
 ) -> list[dict[str, Any]]:
-    """The cards for one call (runs in a worker thread: the engine is CPU-bound)."""
+    """The cards for one call."""
     ctx = request.context
     plan = state.engine.plan(
         record.resources,

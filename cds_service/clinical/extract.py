@@ -29,7 +29,14 @@ ALLERGY_ACTIVE = {"active"}
 
 
 class InvalidResourceError(ValueError):
-    """A resource the rules need is not valid FHIR R4; the message names it but holds no PHI."""
+    """A resource the rules need is not valid FHIR R4; the message names it but holds no PHI.
+
+    ``reference`` ("Type/id") lets the caller tell whose fault it is: a client that sent it
+    (400) or a FHIR server it was fetched from (412)."""
+
+    def __init__(self, message: str, reference: str) -> None:
+        super().__init__(message)
+        self.reference = reference
 
 
 def _str(value: Any) -> str | None:
@@ -80,7 +87,7 @@ def _status_code(concept: Any) -> str | None:
     return codes[0] if codes else None
 
 
-def _reference(resource: Resource) -> str:
+def resource_reference(resource: Resource) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id', 'unidentified')}"
 
 
@@ -90,8 +97,9 @@ def _validate(resource: Resource) -> None:
         get_fhir_model_class(kind).model_validate(resource)
     except (ValidationError, ValueError, TypeError) as exc:
         count = len(exc.errors()) if isinstance(exc, ValidationError) else 1
+        reference = resource_reference(resource)
         raise InvalidResourceError(
-            f"{_reference(resource)} is not valid FHIR R4 ({count} error(s))"
+            f"{reference} is not valid FHIR R4 ({count} error(s))", reference
         ) from None
 
 
@@ -255,7 +263,7 @@ class FactExtractor:
 
     def _coded(self, res: Resource, concept: Any, when: Any = None) -> CodedRecord:
         return CodedRecord(
-            reference=_reference(res),
+            reference=resource_reference(res),
             codings=_codings(concept),
             words=_words(concept),
             label=_label(concept),
@@ -288,7 +296,7 @@ class FactExtractor:
             return None
         _validate(res)
         return CodedRecord(
-            reference=_reference(res),
+            reference=resource_reference(res),
             codings=codings,
             words=words,
             label=_label(res.get("code")),
@@ -303,7 +311,7 @@ class FactExtractor:
         _validate(res)
         dose, timing, route = _dose_and_timing(res)
         return CodedRecord(
-            reference=_reference(res),
+            reference=resource_reference(res),
             codings=codings,
             words=words,
             label=_label(concept),
@@ -331,7 +339,7 @@ class FactExtractor:
 
     def _result(self, analyte: str, res: Resource, when: datetime | None) -> LabResult:
         spec = self.protocol.observations.analytes[analyte]
-        reference = _reference(res)
+        reference = resource_reference(res)
         if spec.qualitative:
             return read_qualitative(analyte, reference, when, res, self.protocol)
         return read_quantity(analyte, reference, when, res.get("valueQuantity"), spec)

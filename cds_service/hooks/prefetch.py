@@ -15,6 +15,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds_service.clinical.extract import resource_reference
 from cds_service.hooks.models import HookRequest
 from cds_service.hooks.prefetch_templates import (
     KEY_TYPES,
@@ -25,6 +26,9 @@ from cds_service.hooks.prefetch_templates import (
 )
 
 logger = logging.getLogger("cds_service.hooks")
+
+#: Why a fetched key whose resources are not usable FHIR counts as missing.
+INVALID_FETCHED = "invalid FHIR in the answer"
 
 Resource = dict[str, Any]
 
@@ -79,6 +83,9 @@ class ResolvedRecord:
     missing: dict[str, str] = field(default_factory=dict)
     #: Keys filled by the fallback fetch rather than the client's prefetch.
     fetched: tuple[str, ...] = ()
+    #: "Type/id" of every fetched resource -> its prefetch key: invalid FHIR among these is the
+    #: FHIR server's, not the client's (412 rather than 400).
+    fetched_references: Mapping[str, str] = field(default_factory=dict)
 
 
 def _reference_target(value: Any) -> str | None:
@@ -199,6 +206,7 @@ async def resolve(
             found[key] = resources
 
     fetched: list[str] = []
+    references: dict[str, str] = {}
     if missing and fetcher is not None and request.fhirServer:
         queries: dict[str, str] = {}
         for key in missing:
@@ -225,11 +233,18 @@ async def resolve(
         for key, value in answers.items():
             if key not in missing:
                 continue
-            resources = resources_of(key, value, patient_id)
+            try:
+                resources = resources_of(key, value, patient_id)
+            except PrefetchError:
+                # Fetched data that is not usable FHIR is data the service cannot get.
+                missing[key] = INVALID_FETCHED
+                continue
             if resources is not None:
                 found[key] = resources
                 fetched.append(key)
                 del missing[key]
+                for resource in resources:
+                    references[resource_reference(resource)] = key
             else:
                 missing[key] = unavailable_reason(value) or "the FHIR server reported an error"
     elif missing and fetcher is None:
@@ -248,4 +263,5 @@ async def resolve(
         draft_orders=tuple(draft_orders_of(request.context)),
         missing=missing,
         fetched=tuple(fetched),
+        fetched_references=references,
     )

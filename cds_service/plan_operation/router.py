@@ -19,7 +19,6 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request, Response
 
 from cds_service import __version__ as service_version
@@ -135,7 +134,7 @@ def _today(request: Request) -> date:
     if clock is None:
         return date.today()
     now = clock()
-    return now.date() if isinstance(now, datetime) else now  # type: ignore[no-any-return]
+    return now.date() if isinstance(now, datetime) else now
 
 
 async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
@@ -146,7 +145,7 @@ async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
         )
     try:
         record = await source(patient_id)
-    except (RecordUnavailableError, LookupError, OSError, TimeoutError, httpx.HTTPError) as exc:
+    except (RecordUnavailableError, LookupError, OSError, TimeoutError) as exc:
         log.warning("record source failed: %s", type(exc).__name__)
         raise OperationError(412, "transient", "the patient's record is unavailable") from None
     if isinstance(record, Mapping) and record.get("resourceType") == "Bundle":
@@ -205,7 +204,14 @@ def build_router(engine: Engine | None = None) -> APIRouter:
                 )
             except ParameterError as exc:
                 raise OperationError(400, "invalid", str(exc)) from None
-            except (DataError, InvalidResourceError) as exc:
+            except InvalidResourceError as exc:
+                if parsed.data is None:  # read from the FHIR server: its data, not the caller's
+                    log.warning("record source gave invalid FHIR: %s", exc.reference)
+                    raise OperationError(
+                        412, "processing", "the patient's record is not valid FHIR R4"
+                    ) from None
+                raise OperationError(422, "processing", str(exc)) from None
+            except DataError as exc:
                 raise OperationError(422, "processing", str(exc)) from None
             return fhir_response(answer)
         except OperationError as exc:

@@ -162,3 +162,96 @@ async def test_apply_reads_the_record_from_the_configured_fhir_server(
     meds = [r for r in care_plan["contained"] if r["resourceType"] == "MedicationRequest"]
     assert len(meds) == 4
     assert {r.authorization for r in fhir_server.requests} == {f"Bearer {fhir_server.token}"}
+
+
+INVALID_B12 = {
+    "resourceType": "Observation",
+    "id": "fetch-invalid-b12",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "14685-2"}]},
+    "subject": {"reference": "Patient/fetch-invalid"},
+    "effectiveDateTime": "2026-11-01",
+    # A string where R4 wants a decimal: well-formed JSON, a known type, invalid FHIR.
+    "valueQuantity": {"value": "low", "unit": "pmol/L"},
+}
+
+
+def _invalid_b12_patient(server: FhirTestServer) -> dict[str, Any]:
+    patient = {"resourceType": "Patient", "id": "fetch-invalid", "birthDate": "1960-01-01"}
+    server.add_bundle(
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": patient}, {"resource": INVALID_B12}],
+        }  # fmt: skip
+    )
+    body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), server)
+    body["context"]["patientId"] = "fetch-invalid"
+    return body
+
+
+async def test_invalid_fhir_the_rules_read_is_412_when_fetched(
+    fhir_server: FhirTestServer,
+) -> None:
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
+    try:
+        response = await post(app, _invalid_b12_patient(fhir_server))
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 412, response.text
+    assert response.json()["error"]["missing"] == ["observations"]
+
+
+async def test_the_same_invalid_fhir_is_400_when_the_client_sent_it(
+    fhir_server: FhirTestServer,
+) -> None:
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
+    body = _invalid_b12_patient(fhir_server)
+    body["prefetch"] = {
+        "patient": {"resourceType": "Patient", "id": "fetch-invalid"},
+        "conditions": {"resourceType": "Bundle", "type": "searchset"},
+        "observations": {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": INVALID_B12}],
+        },
+    }
+    try:
+        response = await post(app, body)
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 400, response.text
+    assert "Observation/fetch-invalid-b12" in response.json()["error"]["message"]
+
+
+async def test_fetched_resource_unusable_for_its_key_is_412(fhir_server: FhirTestServer) -> None:
+    fhir_server.set_mode("invalid", "Observation")  # a searchset whose Observation status is 12
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
+    body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
+    try:
+        response = await post(app, body)
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 412, response.text
+    assert response.json()["error"]["missing"] == ["observations"]
+
+
+async def test_apply_answers_412_when_the_fhir_server_record_is_invalid(
+    fhir_server: FhirTestServer,
+) -> None:
+    _invalid_b12_patient(fhir_server)
+    fetcher = FhirFetcher(Allowlist())
+    settings = Settings(
+        auth=False, fhir_base_url=fhir_server.base_url, fhir_access_token=fhir_server.token
+    )
+    app = create_app(settings, fetcher=fetcher, clock=lambda: START)
+    try:
+        async with client(app, signed=False) as c:
+            response = await c.get(
+                "/fhir/PlanDefinition/b12-deficiency-standard/$apply",
+                params={"subject": "Patient/fetch-invalid"},
+            )
+    finally:
+        await fetcher.aclose()
+    assert response.status_code == 412, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
