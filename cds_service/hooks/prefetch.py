@@ -88,22 +88,27 @@ class ResolvedRecord:
     fetched_references: Mapping[str, str] = field(default_factory=dict)
 
 
-def _reference_target(value: Any) -> str | None:
-    if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
-        parts = value["reference"].rstrip("/").split("/")
-        if len(parts) >= 2:
-            return f"{parts[-2]}/{parts[-1]}"
-    return None
+def _other_patient(value: Any, own: str) -> bool:
+    """Whether a reference (`subject`, `patient`) points at a Patient other than `own`
+    ("Patient/<id>"); absolute URLs and version-less forms are compared by their last two
+    segments."""
+    if not isinstance(value, dict):
+        return False
+    reference = value.get("reference")
+    if not isinstance(reference, str) or reference == own:
+        return False
+    parts = reference.rstrip("/").rsplit("/", 2)
+    return len(parts) >= 2 and parts[-2] == "Patient" and f"Patient/{parts[-1]}" != own
 
 
 def _check_resource(key: str, resource: Any, patient_id: str) -> Resource | None:
     """The resource if it belongs under `key`; None for an OperationOutcome inside a Bundle."""
-    if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise PrefetchError(f"prefetch.{key} holds an entry that is not a FHIR resource")
     kind = resource["resourceType"]
     if kind == "OperationOutcome":
         return None
-    if "status" in resource and not isinstance(resource["status"], str):
+    if not isinstance(resource.get("status", ""), str):
         raise PrefetchError(f"prefetch.{key} holds a {kind} whose status is not a code")
     allowed = KEY_TYPES.get(key)
     if allowed is not None and kind not in allowed:
@@ -112,13 +117,14 @@ def _check_resource(key: str, resource: Any, patient_id: str) -> Resource | None
         if resource.get("id") not in (None, patient_id):
             raise PrefetchError(f"prefetch.{key} is a different patient than context.patientId")
     else:
-        for name in ("subject", "patient"):
-            target = _reference_target(resource.get(name))
-            if target and target.startswith("Patient/") and target != f"Patient/{patient_id}":
-                raise PrefetchError(
-                    f"prefetch.{key} holds a {kind} of a different patient than context.patientId"
-                )
-    return dict(resource)
+        own = f"Patient/{patient_id}"
+        if _other_patient(resource.get("subject"), own) or _other_patient(
+            resource.get("patient"), own
+        ):
+            raise PrefetchError(
+                f"prefetch.{key} holds a {kind} of a different patient than context.patientId"
+            )
+    return resource
 
 
 def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None:
