@@ -59,6 +59,8 @@ from cds_service.settings import Settings, SettingsError
 
 logger = logging.getLogger("cds_service.app")
 
+GC_THRESHOLD = 20_000
+
 AUTH_OFF_WARNING = (
     "CDS_AUTH=off: CDS client authentication is DISABLED; any caller can use this service. "
     "Never run like this with real patient data."
@@ -182,6 +184,10 @@ def create_app(
         # them out of the collector's reach keeps full collections short on the request path.
         gc.collect()
         gc.freeze()
+        # A hook call allocates thousands of short-lived containers (parsed JSON, models,
+        # cards), nearly all freed by reference counting; at the default threshold (700) the
+        # collector would walk them several times per call for nothing.
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         yield
         # The HTTP client belongs to the event loop that used it: close it with the app.
         if built is not None:
