@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cds_service.fhir.medication_requests import MedicationRequestWriter
 from cds_service.protocol import ProtocolError, default_protocol, load_protocol
 from cds_service.protocol.loader import DATA_DIR
 
@@ -99,3 +100,16 @@ def test_unparseable_yaml_fails_naming_the_file(tmp_path: Path) -> None:
     (data / "rules.yaml").write_text("safety_rules: [unclosed")
     with pytest.raises(ProtocolError, match="rules.yaml"):
         load_protocol(data)
+
+
+def test_a_regimen_that_would_give_invalid_fhir_stops_the_writer(tmp_path: Path) -> None:
+    """Every phase's MedicationRequest template is validated once, when the writer is built."""
+    data = copy_tables(tmp_path)
+    # Loads as a table (a code is any string there) but FHIR codes have no double spaces.
+    edit(
+        data / "regimens.yaml",
+        lambda d: d["medications"]["cyanocobalamin-injection"]["coding"].update(code="3095  94"),
+    )
+    protocol = load_protocol(data)
+    with pytest.raises(ProtocolError, match="regimens.yaml: regimen .* not valid FHIR R4"):
+        MedicationRequestWriter(protocol)

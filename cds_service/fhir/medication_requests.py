@@ -3,6 +3,13 @@
 Series are created together by one suggestion, and server ids do not exist yet at that point,
 so the phases are linked by the shared groupIdentifier and their chained boundsPeriods rather
 than by references between them (CDS Hooks 2.0, protocol section 5).
+
+What a phase's order shares with every patient's (medication, route, dose, timing, course) is
+its template. Every template is validated as part of an R4B MedicationRequest when the writer
+is built, so a regimen table that would produce invalid FHIR stops the service at start-up
+instead of reaching an EHR. Per call the template is built afresh (building the small dicts
+costs less than copying them, and no caller can change a shared one through its output) and
+the patient's parts (ids, dates, reasons, requester) are filled in.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from pydantic import ValidationError
+
 from cds_service.clinical.assessment import Assessment
 from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord
 from cds_service.clinical.regimen import Schedule, ScheduledPhase
 from cds_service.fhir.dosage_text import dosage_text
-from cds_service.protocol import Protocol
-from cds_service.protocol.model import CodeEntry
+from cds_service.protocol import Protocol, ProtocolError
+from cds_service.protocol.model import CodeEntry, Phase
 
 UCUM = "http://unitsofmeasure.org"
 COURSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy"
@@ -59,10 +69,103 @@ def _reference(value: str, default_type: str) -> JSON:
     return {"reference": value if "/" in value else f"{default_type}/{value}"}
 
 
+class TemplateError(ProtocolError):
+    """A regimen phase would produce a MedicationRequest that is not valid FHIR R4."""
+
+
+@dataclass(frozen=True)
+class PhaseTemplate:
+    """The parts of one phase's MedicationRequest that are the same for every patient."""
+
+    medication: JSON
+    course: JSON
+    route: JSON
+    dose_and_rate: list[JSON]
+    #: `timing.repeat` without its `boundsPeriod`, which is dated per patient.
+    repeat: JSON
+
+
 class MedicationRequestWriter:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.codes = code_index(protocol)
+        for regimen_id, regimen in protocol.regimens.regimens.items():
+            for phase in regimen.phases:
+                self._check((regimen_id, phase.id), self.template(phase))
+
+    def template(self, phase: Phase) -> PhaseTemplate:
+        protocol = self.protocol
+        medication = protocol.regimens.medications[phase.medication]
+        route = protocol.regimens.routes[phase.route]
+        repeat: JSON = {}
+        if phase.timing.count:
+            repeat["count"] = phase.timing.count
+        repeat["frequency"] = phase.timing.frequency
+        repeat["period"] = _number(phase.timing.period)
+        if phase.timing.period_max is not None:
+            repeat["periodMax"] = _number(phase.timing.period_max)
+        repeat["periodUnit"] = phase.timing.period_unit
+        concept: JSON = {"text": f"{medication.name} {medication.form}"}
+        if medication.coding:
+            concept["coding"] = [coding(protocol, medication.coding)]
+        return PhaseTemplate(
+            medication=concept,
+            course={
+                "coding": [
+                    {
+                        "system": COURSE_SYSTEM,
+                        "code": phase.course,
+                        "display": COURSE_DISPLAY[phase.course],
+                    }
+                ]
+            },
+            route={"coding": [coding(protocol, route.coding)]},
+            dose_and_rate=[
+                {
+                    "type": {
+                        "coding": [
+                            {"system": DOSE_RATE_SYSTEM, "code": "ordered", "display": "Ordered"}
+                        ]
+                    },
+                    "doseQuantity": {
+                        "value": _number(phase.dose_ug),
+                        "unit": "mcg",
+                        "system": UCUM,
+                        "code": "ug",
+                    },
+                }
+            ],
+            repeat=repeat,
+        )
+
+    @staticmethod
+    def _check(key: tuple[str, str], template: PhaseTemplate) -> None:
+        """Validates the template as part of a complete MedicationRequest."""
+        sample = {
+            "resourceType": "MedicationRequest",
+            "status": "draft",
+            "intent": "proposal",
+            "medicationCodeableConcept": template.medication,
+            "subject": {"reference": "Patient/template"},
+            "courseOfTherapyType": template.course,
+            "dosageInstruction": [
+                {
+                    "text": "template",
+                    "timing": {
+                        "repeat": {"boundsPeriod": {"start": "2000-01-01"}, **template.repeat}
+                    },
+                    "route": template.route,
+                    "doseAndRate": template.dose_and_rate,
+                }
+            ],
+        }
+        try:
+            MedicationRequest.model_validate(sample)
+        except ValidationError as exc:
+            raise TemplateError(
+                f"regimens.yaml: regimen {key[0]} phase {key[1]} gives a MedicationRequest that "
+                f"is not valid FHIR R4 ({len(exc.errors())} error(s))"
+            ) from None
 
     def group_id(self, schedule: Schedule, assessment: Assessment, ctx: OrderContext) -> str:
         """Deterministic: the same plan for the same patient and day gets the same group."""
@@ -131,67 +234,31 @@ class MedicationRequestWriter:
     ) -> JSON:
         protocol = self.protocol
         phase = scheduled.phase
+        template = self.template(phase)
+        bounds = {"start": scheduled.start.isoformat()}
+        if scheduled.end:
+            bounds["end"] = scheduled.end.isoformat()
         medication = protocol.regimens.medications[phase.medication]
         route = protocol.regimens.routes[phase.route]
         review = assessment.profile.maintenance_review
-        repeat: JSON = {"boundsPeriod": {"start": scheduled.start.isoformat()}}
-        if scheduled.end:
-            repeat["boundsPeriod"]["end"] = scheduled.end.isoformat()
-        if phase.timing.count:
-            repeat["count"] = phase.timing.count
-        repeat["frequency"] = phase.timing.frequency
-        repeat["period"] = _number(phase.timing.period)
-        if phase.timing.period_max is not None:
-            repeat["periodMax"] = _number(phase.timing.period_max)
-        repeat["periodUnit"] = phase.timing.period_unit
-
-        concept: JSON = {"text": f"{medication.name} {medication.form}"}
-        if medication.coding:
-            concept["coding"] = [coding(protocol, medication.coding)]
         resource: JSON = {
             "resourceType": "MedicationRequest",
             "id": f"{group[:8]}-{scheduled.index + 1}-{phase.id}",
             "status": "draft",
             "intent": "proposal",
             "groupIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{group}"},
-            "medicationCodeableConcept": concept,
+            "medicationCodeableConcept": template.medication,
             "subject": _reference(ctx.patient, "Patient"),
             "authoredOn": ctx.authored_on.isoformat(),
             "reasonCode": reasons,
-            "courseOfTherapyType": {
-                "coding": [
-                    {
-                        "system": COURSE_SYSTEM,
-                        "code": phase.course,
-                        "display": COURSE_DISPLAY[phase.course],
-                    }
-                ]
-            },
+            "courseOfTherapyType": template.course,
             "dosageInstruction": [
                 {
                     "sequence": 1,
                     "text": dosage_text(scheduled, medication, route, review),
-                    "timing": {"repeat": repeat},
-                    "route": {"coding": [coding(protocol, route.coding)]},
-                    "doseAndRate": [
-                        {
-                            "type": {
-                                "coding": [
-                                    {
-                                        "system": DOSE_RATE_SYSTEM,
-                                        "code": "ordered",
-                                        "display": "Ordered",
-                                    }
-                                ]
-                            },
-                            "doseQuantity": {
-                                "value": _number(phase.dose_ug),
-                                "unit": "mcg",
-                                "system": UCUM,
-                                "code": "ug",
-                            },
-                        }
-                    ],
+                    "timing": {"repeat": {"boundsPeriod": bounds, **template.repeat}},
+                    "route": template.route,
+                    "doseAndRate": template.dose_and_rate,
                 }
             ],
         }
