@@ -1,19 +1,20 @@
 """The baseline: the same stack (FastAPI + uvicorn, same flags) doing no clinical work.
 
-`POST /cds-services/{id}` reads the body and parses it with the same parser the service uses
-(stdlib `json.loads`), then answers a fixed card; `GET /cds-services` answers a fixed discovery
-document of the same size as the service's. Both answers go through `JSONResponse`, as the
-service's do. What the service achieves relative to this app is the cost of its own work: the
-rest is the floor set by uvicorn, Starlette and the HTTP parser on this machine.
+`POST /cds-services/{id}` reads the body and parses it with the parser the service uses
+(orjson), then answers a fixed card rendered by orjson, as the service renders its cards;
+`GET /cds-services` answers a fixed discovery document of the same size as the service's
+through `JSONResponse`, as the service's does. What the service achieves relative to this app is
+the cost of its own work: the rest is the floor set by uvicorn, Starlette, the HTTP parser and
+the JSON parser on this machine.
 
 Run with: `python -m uvicorn bench.baseline:app --workers 1 --no-access-log`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -39,6 +40,11 @@ DISCOVERY = _discovery()
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -51,7 +57,7 @@ async def discovery() -> JSONResponse:
 
 @app.post("/cds-services/{service_id}")
 async def call_service(service_id: str, request: Request) -> JSONResponse:
-    body = json.loads(await request.body())
+    body = orjson.loads(await request.body())
     if not isinstance(body, dict):
-        return JSONResponse({"error": {"status": 400}}, status_code=400)
-    return JSONResponse({"cards": [CARD]})
+        return OrjsonResponse({"error": {"status": 400}}, status_code=400)
+    return OrjsonResponse({"cards": [CARD]})
