@@ -87,6 +87,7 @@ TARGETS: tuple[tuple[str, int | None, str, str, float], ...] = (
     ("patient-view", 16, "p99_ms", "<=", 50.0),
     ("discovery", 1, "ratio", ">=", 0.80),
     ("discovery", 16, "ratio", ">=", 0.80),
+    ("fallback-fetch", 16, "p99_ms", "<=", 100.0),
     ("service", None, "peak_rss_mb", "<=", 150.0),
 )
 
