@@ -12,6 +12,7 @@ are refused outright.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -19,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 ENV_VAR = "CDS_FHIR_SERVER_ALLOWLIST"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_FORBIDDEN_CHARS = frozenset("\\ \t\r\n\x00#")
+# Backslash, space, "#" and every control character (C0 and DEL).
+_FORBIDDEN = re.compile(r"[\\ #\x00-\x1f\x7f]")
 
 
 class _Url(NamedTuple):
@@ -32,7 +34,7 @@ class _Url(NamedTuple):
 
 def parse_url(url: str) -> _Url | None:
     """Splits an absolute http(s) URL, or returns None if it is one to refuse."""
-    if not isinstance(url, str) or any(c in _FORBIDDEN_CHARS or ord(c) < 0x20 for c in url):
+    if not isinstance(url, str) or _FORBIDDEN.search(url):
         return None
     try:
         parts = urlsplit(url)

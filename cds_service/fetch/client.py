@@ -68,6 +68,7 @@ REASON_NEXT_OFF_SERVER = "next page link leaves the FHIR server"
 
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 6750 b64token is stricter; any visible ASCII keeps odd but harmless tokens working while
 # refusing the control characters that would let a token inject headers.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -98,7 +99,7 @@ def parse_query(query: str) -> ParsedQuery | None:
     ``Patient/id/Type?...``). Paths that could climb out of the FHIR base are refused."""
     if not isinstance(query, str) or not query or "#" in query or "\\" in query:
         return None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in query):
+    if _CONTROL.search(query):
         return None
     path, _, _ = query.partition("?")
     lowered = path.lower()
