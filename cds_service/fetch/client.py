@@ -294,6 +294,14 @@ class FhirFetcher:
                     results[key] = value
                 else:
                     reasons[key] = value
+            # One line per call; each failed key has its own warning, each success a debug line.
+            logger.info(
+                "FHIR fetch: queries=%d ok=%d failed=%d elapsed_ms=%.0f",
+                len(keys),
+                len(results),
+                len(reasons),
+                (loop.time() - start) * 1000,
+            )
         required = {key: reason for key, reason in reasons.items() if key not in optional}
         if required:
             raise DataUnavailable(required)
@@ -333,7 +341,7 @@ class FhirFetcher:
         except aiohttp.ClientError as exc:  # Protocol errors, closed connections, bad headers.
             reason = f"HTTP error talking to the FHIR server ({type(exc).__name__})"
         else:
-            logger.info(
+            logger.debug(
                 "FHIR fetch ok: key=%r type=%s status=%s pages=%d elapsed_ms=%.0f",
                 key,
                 kind,

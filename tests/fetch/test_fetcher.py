@@ -109,7 +109,7 @@ def patient_bundle(patient_id: str, observations: int) -> dict[str, Any]:
 def test_token_is_forwarded_exactly_and_never_logged(
     fhir_server: FhirTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # Everything, httpx and httpcore included.
+    caplog.set_level(logging.DEBUG)  # Everything, aiohttp's loggers included.
     data = run(fetch(fhir_server.base_url, QUERIES))
     assert set(data) == set(QUERIES)
     assert len(fhir_server.requests) == len(QUERIES)
@@ -117,11 +117,14 @@ def test_token_is_forwarded_exactly_and_never_logged(
     assert caplog.records
     for record in caplog.records:
         assert "test-fhir-token" not in record.getMessage()
-    # Our own logs name keys and resource types, never queries (which carry patient ids).
-    ours = [r.getMessage() for r in caplog.records if r.name == "cds_service.fetch"]
-    assert len(ours) == len(QUERIES)
-    assert not any(PATIENT in message for message in ours)
-    assert any("key='observations' type=Observation status=200" in m for m in ours)
+    # Our own logs name keys and resource types, never queries (which carry patient ids): a
+    # debug line per query and one summary line per call.
+    ours = [r for r in caplog.records if r.name == "cds_service.fetch"]
+    assert [r.levelno for r in ours].count(logging.DEBUG) == len(QUERIES)
+    summaries = [r.getMessage() for r in ours if r.levelno == logging.INFO]
+    assert len(summaries) == 1 and f"queries={len(QUERIES)} ok={len(QUERIES)}" in summaries[0]
+    assert not any(PATIENT in r.getMessage() for r in ours)
+    assert any("key='observations' type=Observation status=200" in r.getMessage() for r in ours)
 
 
 def test_token_absent_from_errors_logs_and_fetcher(
