@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import httpx
+import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ec import SECP384R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -152,9 +152,11 @@ class JwksCache:
     ``jku`` values cannot turn us into a request amplifier. Concurrent callers share one
     in-flight fetch. A failed fetch keeps the previous keys.
 
-    Without an injected ``http_client`` every fetch uses a short-lived ``httpx.AsyncClient``:
-    fetches are rare, and this keeps the cache free of event-loop bound state, so it needs no
-    shutdown hook. Redirects are never followed, so a fetch cannot leave the allowlisted URL.
+    Without an injected ``http_client`` every fetch uses a short-lived ``aiohttp.ClientSession``
+    (the fallback fetch's client library): fetches are rare, and this keeps the cache free of
+    event-loop bound state, so it needs no shutdown hook. Redirects are never followed, so a
+    fetch cannot leave the allowlisted URL; proxies and credentials from the environment are not
+    used.
     """
 
     def __init__(
@@ -165,7 +167,7 @@ class JwksCache:
         max_age_s: float = 300.0,
         max_urls: int = 256,
         max_bytes: int = 256 * 1024,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout_s = timeout_s
@@ -225,7 +227,7 @@ class JwksCache:
         try:
             document = await self._fetch(url)
             keys = parse_jwks(document, strict=False)
-        except (httpx.HTTPError, JwksError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, JwksError, ValueError) as exc:
             logger.warning("JWKS fetch from %s failed: %s", url, exc)
             return
         self._entries[url] = _Entry(keys=keys, fetched_at=self._clock())
@@ -237,18 +239,21 @@ class JwksCache:
     async def _fetch(self, url: str) -> Any:
         if self._http is not None:
             return await self._fetch_with(self._http, url)
-        async with httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
+        async with aiohttp.ClientSession(trust_env=False) as client:
             return await self._fetch_with(client, url)
 
-    async def _fetch_with(self, client: httpx.AsyncClient, url: str) -> Any:
+    async def _fetch_with(self, client: aiohttp.ClientSession, url: str) -> Any:
         headers = {"Accept": "application/jwk-set+json, application/json"}
-        async with client.stream(
-            "GET", url, headers=headers, timeout=self._timeout_s, follow_redirects=False
+        async with client.get(
+            url,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            allow_redirects=False,
         ) as response:
-            if response.status_code != 200:
-                raise ValueError(f"HTTP status {response.status_code}")
+            if response.status != 200:
+                raise ValueError(f"HTTP status {response.status}")
             body = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_chunked(64 * 1024):
                 body += chunk
                 if len(body) > self._max_bytes:
                     raise ValueError(f"response larger than {self._max_bytes} bytes")

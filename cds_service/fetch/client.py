@@ -13,9 +13,8 @@ the resources its rules read (the same rule as for prefetch data); the hook laye
 invalid fetched data with 412, since it is data the service cannot get in usable form.
 Validating all of a two-year record here would cost more than the whole assessment.
 
-aiohttp rather than httpx: on the fetch path the client's own overhead is most of the cost of
-a call (seven queries per hook call), and aiohttp's pool and C parser spend about a fifth of
-httpx's CPU per request.
+aiohttp: on the fetch path the HTTP client's own per-request work is a large part of a call
+(seven queries per hook call), and aiohttp's connection pool and C parser keep it small.
 
 The EHR's access token is only ever placed in the ``Authorization`` header of the requests of
 the call that received it; it is not stored, logged or put into any error. Logs name the
