@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urljoin
@@ -38,6 +38,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
 from yarl import URL
 
 from .allowlist import Allowlist, is_under
@@ -68,6 +69,7 @@ REASON_NEXT_OFF_SERVER = "next page link leaves the FHIR server"
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ABSTRACT_TYPES = frozenset({"Resource", "DomainResource"})
 # RFC 6750 b64token is stricter; any visible ASCII keeps odd but harmless tokens working while
 # refusing the control characters that would let a token inject headers.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -128,16 +130,17 @@ def unavailable_outcome(reason: str) -> dict[str, Any]:
     }
 
 
-@cache
+@lru_cache(maxsize=1024)  # Bounded: the names come from servers.
 def is_resource_type(name: str) -> bool:
-    """Whether ``name`` is a FHIR R4B resource type (the model classes are the registry)."""
-    if not _TYPE.fullmatch(name):
+    """Whether ``name`` is a concrete FHIR R4B resource type (not a data type such as Coding,
+    nor the abstract Resource and DomainResource); the model classes are the registry."""
+    if not _TYPE.fullmatch(name) or name in _ABSTRACT_TYPES:
         return False
     try:
-        get_fhir_model_class(name)
+        model = get_fhir_model_class(name)
     except (KeyError, ValueError, ImportError, AttributeError):
         return False
-    return True
+    return issubclass(model, Resource)
 
 
 def _check_resource(resource: Any) -> dict[str, Any]:

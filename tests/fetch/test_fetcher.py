@@ -526,6 +526,22 @@ def test_read_answers_are_checked(canned: Canned, reason: str) -> None:
             "invalid FHIR in the answer",
         ),
         (
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": {"resourceType": "Coding", "code": "x"}}],
+            },
+            "invalid FHIR in the answer",
+        ),
+        (
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": {"resourceType": "DomainResource", "id": "1"}}],
+            },
+            "invalid FHIR in the answer",
+        ),
+        (
             {"resourceType": "Bundle", "type": "searchset", "link": {"relation": "next"}},
             "invalid FHIR in the answer",
         ),
