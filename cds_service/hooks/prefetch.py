@@ -90,8 +90,7 @@ class ResolvedRecord:
 
 def _other_patient(value: Any, own: str) -> bool:
     """Whether a reference (`subject`, `patient`) points at a Patient other than `own`
-    ("Patient/<id>"); absolute URLs and version-less forms are compared by their last two
-    segments."""
+    ("Patient/<id>"); an absolute URL is compared by its last two segments."""
     if not isinstance(value, dict):
         return False
     reference = value.get("reference")
