@@ -60,7 +60,7 @@ def coding(protocol: Protocol, entry: CodeEntry) -> JSON:
     return out
 
 
-def _number(value: float) -> int | float:
+def json_number(value: float) -> int | float:
     """Whole numbers as JSON integers: 1000 reads better than 1000.0 to a pharmacist."""
     return int(value) if float(value).is_integer() else value
 
@@ -85,58 +85,60 @@ class PhaseTemplate:
     repeat: JSON
 
 
+def phase_template(protocol: Protocol, phase: Phase) -> PhaseTemplate:
+    """Built afresh on each call, so no caller can change another's through its output. The
+    plan operation's ActivityDefinitions use it too, so both carry the same dosage codings."""
+    medication = protocol.regimens.medications[phase.medication]
+    route = protocol.regimens.routes[phase.route]
+    repeat: JSON = {}
+    if phase.timing.count:
+        repeat["count"] = phase.timing.count
+    repeat["frequency"] = phase.timing.frequency
+    repeat["period"] = json_number(phase.timing.period)
+    if phase.timing.period_max is not None:
+        repeat["periodMax"] = json_number(phase.timing.period_max)
+    repeat["periodUnit"] = phase.timing.period_unit
+    concept: JSON = {"text": f"{medication.name} {medication.form}"}
+    if medication.coding:
+        concept["coding"] = [coding(protocol, medication.coding)]
+    return PhaseTemplate(
+        medication=concept,
+        course={
+            "coding": [
+                {
+                    "system": COURSE_SYSTEM,
+                    "code": phase.course,
+                    "display": COURSE_DISPLAY[phase.course],
+                }
+            ]
+        },
+        route={"coding": [coding(protocol, route.coding)]},
+        dose_and_rate=[
+            {
+                "type": {
+                    "coding": [
+                        {"system": DOSE_RATE_SYSTEM, "code": "ordered", "display": "Ordered"}
+                    ]
+                },
+                "doseQuantity": {
+                    "value": json_number(phase.dose_ug),
+                    "unit": "mcg",
+                    "system": UCUM,
+                    "code": "ug",
+                },
+            }
+        ],
+        repeat=repeat,
+    )
+
+
 class MedicationRequestWriter:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.codes = code_index(protocol)
         for regimen_id, regimen in protocol.regimens.regimens.items():
             for phase in regimen.phases:
-                self._check((regimen_id, phase.id), self.template(phase))
-
-    def template(self, phase: Phase) -> PhaseTemplate:
-        protocol = self.protocol
-        medication = protocol.regimens.medications[phase.medication]
-        route = protocol.regimens.routes[phase.route]
-        repeat: JSON = {}
-        if phase.timing.count:
-            repeat["count"] = phase.timing.count
-        repeat["frequency"] = phase.timing.frequency
-        repeat["period"] = _number(phase.timing.period)
-        if phase.timing.period_max is not None:
-            repeat["periodMax"] = _number(phase.timing.period_max)
-        repeat["periodUnit"] = phase.timing.period_unit
-        concept: JSON = {"text": f"{medication.name} {medication.form}"}
-        if medication.coding:
-            concept["coding"] = [coding(protocol, medication.coding)]
-        return PhaseTemplate(
-            medication=concept,
-            course={
-                "coding": [
-                    {
-                        "system": COURSE_SYSTEM,
-                        "code": phase.course,
-                        "display": COURSE_DISPLAY[phase.course],
-                    }
-                ]
-            },
-            route={"coding": [coding(protocol, route.coding)]},
-            dose_and_rate=[
-                {
-                    "type": {
-                        "coding": [
-                            {"system": DOSE_RATE_SYSTEM, "code": "ordered", "display": "Ordered"}
-                        ]
-                    },
-                    "doseQuantity": {
-                        "value": _number(phase.dose_ug),
-                        "unit": "mcg",
-                        "system": UCUM,
-                        "code": "ug",
-                    },
-                }
-            ],
-            repeat=repeat,
-        )
+                self._check((regimen_id, phase.id), phase_template(protocol, phase))
 
     @staticmethod
     def _check(key: tuple[str, str], template: PhaseTemplate) -> None:
@@ -234,7 +236,7 @@ class MedicationRequestWriter:
     ) -> JSON:
         protocol = self.protocol
         phase = scheduled.phase
-        template = self.template(phase)
+        template = phase_template(protocol, phase)
         bounds = {"start": scheduled.start.isoformat()}
         if scheduled.end:
             bounds["end"] = scheduled.end.isoformat()

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds_service.fhir.dosage_text import duration_phrase, frequency_phrase
-from cds_service.fhir.medication_requests import DOSE_RATE_SYSTEM, UCUM, coding
+from cds_service.fhir.medication_requests import UCUM, json_number, phase_template
 from cds_service.protocol import Protocol
 from cds_service.protocol.model import Phase, Profile
 
@@ -48,10 +48,6 @@ def _check_id(value: str) -> str:
     if not _FHIR_ID.match(value):
         raise ArtifactError(f"{value!r} is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")
     return value
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def plan_definition_id(profile: str) -> str:
@@ -165,6 +161,7 @@ def phase_dosage(protocol: Protocol, phase: Phase) -> JSON:
     """Dosage without dates: the same codings and timing fields the MedicationRequests carry."""
     medication = protocol.regimens.medications[phase.medication]
     route = protocol.regimens.routes[phase.route]
+    template = phase_template(protocol, phase)
     t = phase.timing
     repeat: JSON = {}
     if phase.duration:
@@ -174,16 +171,10 @@ def phase_dosage(protocol: Protocol, phase: Phase) -> JSON:
             "system": UCUM,
             "code": _UNIT_CODE[phase.duration.unit],
         }
-    if t.count:
-        repeat["count"] = t.count
-    repeat["frequency"] = t.frequency
-    repeat["period"] = _number(t.period)
-    if t.period_max is not None:
-        repeat["periodMax"] = _number(t.period_max)
-    repeat["periodUnit"] = t.period_unit
+    repeat.update(template.repeat)
 
     words = [
-        f"{medication.name} {_number(phase.dose_ug)} mcg {route.text}",
+        f"{medication.name} {json_number(phase.dose_ug)} mcg {route.text}",
         frequency_phrase(t),
     ]
     if t.count:
@@ -196,22 +187,8 @@ def phase_dosage(protocol: Protocol, phase: Phase) -> JSON:
         "sequence": 1,
         "text": " ".join(words[:2]) + ", " + " ".join(words[2:]) + ".",
         "timing": {"repeat": repeat},
-        "route": {"coding": [coding(protocol, route.coding)]},
-        "doseAndRate": [
-            {
-                "type": {
-                    "coding": [
-                        {"system": DOSE_RATE_SYSTEM, "code": "ordered", "display": "Ordered"}
-                    ]
-                },
-                "doseQuantity": {
-                    "value": _number(phase.dose_ug),
-                    "unit": "mcg",
-                    "system": UCUM,
-                    "code": "ug",
-                },
-            }
-        ],
+        "route": template.route,
+        "doseAndRate": template.dose_and_rate,
     }
 
 
@@ -232,10 +209,6 @@ def _citations(protocol: Protocol, keys: Iterable[str]) -> list[JSON]:
 
 def activity_definition(protocol: Protocol, regimen_id: str, phase: Phase) -> JSON:
     regimen = protocol.regimens.regimens[regimen_id]
-    medication = protocol.regimens.medications[phase.medication]
-    product: JSON = {"text": f"{medication.name} {medication.form}"}
-    if medication.coding:
-        product["coding"] = [coding(protocol, medication.coding)]
     index = [p.id for p in regimen.phases].index(phase.id)
     description = f"Phase {index + 1} of {len(regimen.phases)} of {regimen.title}: {phase.title}."
     if phase.condition:
@@ -254,7 +227,7 @@ def activity_definition(protocol: Protocol, regimen_id: str, phase: Phase) -> JS
         "relatedArtifact": _citations(protocol, regimen.citations),
         "kind": "MedicationRequest",
         "intent": "proposal",
-        "productCodeableConcept": product,
+        "productCodeableConcept": phase_template(protocol, phase).medication,
         "dosage": [phase_dosage(protocol, phase)],
     }
 
