@@ -58,6 +58,30 @@ async def post(app: Any, body: dict[str, Any]) -> Any:
         return await c.post(PV, json=body)
 
 
+async def post_fetching(body: dict[str, Any], allowlist: Allowlist | None = None, **kw: Any) -> Any:
+    """One patient-view call to an app whose fetcher may call loopback servers by default."""
+    app, fetcher = fetching_app(allowlist or Allowlist(allow_loopback=True), **kw)
+    try:
+        return await post(app, body)
+    finally:
+        await fetcher.aclose()
+
+
+async def apply_from(server: FhirTestServer, patient: str) -> Any:
+    """`$apply` reading the patient's record from `server` (CDS_FHIR_BASE_URL)."""
+    fetcher = FhirFetcher(Allowlist())
+    settings = Settings(auth=False, fhir_base_url=server.base_url, fhir_access_token=server.token)
+    app = create_app(settings, fetcher=fetcher, clock=lambda: START)
+    try:
+        async with client(app, signed=False) as c:
+            return await c.get(
+                "/fhir/PlanDefinition/b12-deficiency-standard/$apply",
+                params={"subject": f"Patient/{patient}"},
+            )
+    finally:
+        await fetcher.aclose()
+
+
 @pytest.mark.parametrize("slug", PATIENT_VIEWS)
 async def test_same_answer_by_prefetch_or_by_fetch(fhir_server: FhirTestServer, slug: str) -> None:
     profile = golden_expected(slug)["profile"]
@@ -103,13 +127,9 @@ async def test_token_forwarded_only_missing_keys_fetched_null_keys_not(
 
 async def test_slow_server_gives_412_within_the_deadline(fhir_server: FhirTestServer) -> None:
     fhir_server.set_mode("slow", seconds=5)
-    app, fetcher = fetching_app(Allowlist(allow_loopback=True), timeout=0.5, deadline=1.0)
     body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
     started = time.monotonic()
-    try:
-        response = await post(app, body)
-    finally:
-        await fetcher.aclose()
+    response = await post_fetching(body, timeout=0.5, deadline=1.0)
     assert response.status_code == 412
     assert time.monotonic() - started < 1.5
     assert set(response.json()["error"]["missing"]) >= {"patient", "conditions", "observations"}
@@ -118,24 +138,16 @@ async def test_slow_server_gives_412_within_the_deadline(fhir_server: FhirTestSe
 @pytest.mark.parametrize("mode", ["401", "404", "500", "invalid", "garbage"])
 async def test_unusable_server_gives_412_json(fhir_server: FhirTestServer, mode: str) -> None:
     fhir_server.set_mode(mode)
-    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
     body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
-    try:
-        response = await post(app, body)
-    finally:
-        await fetcher.aclose()
+    response = await post_fetching(body)
     assert response.status_code == 412
     assert response.json()["error"]["status"] == 412
     assert fhir_server.token not in response.text
 
 
 async def test_server_off_the_allowlist_is_never_contacted(fhir_server: FhirTestServer) -> None:
-    app, fetcher = fetching_app(Allowlist(["https://ehr.example.org/fhir"]))
     body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
-    try:
-        response = await post(app, body)
-    finally:
-        await fetcher.aclose()
+    response = await post_fetching(body, Allowlist(["https://ehr.example.org/fhir"]))
     assert response.status_code == 412
     assert fhir_server.requests == []
 
@@ -143,20 +155,8 @@ async def test_server_off_the_allowlist_is_never_contacted(fhir_server: FhirTest
 async def test_apply_reads_the_record_from_the_configured_fhir_server(
     fhir_server: FhirTestServer,
 ) -> None:
-    fetcher = FhirFetcher(Allowlist())
-    settings = Settings(
-        auth=False, fhir_base_url=fhir_server.base_url, fhir_access_token=fhir_server.token
-    )
-    app = create_app(settings, fetcher=fetcher, clock=lambda: START)
     patient = golden_request("t2-pernicious-anemia-d51-0", "patient-view")["context"]["patientId"]
-    try:
-        async with client(app, signed=False) as c:
-            response = await c.get(
-                "/fhir/PlanDefinition/b12-deficiency-standard/$apply",
-                params={"subject": f"Patient/{patient}"},
-            )
-    finally:
-        await fetcher.aclose()
+    response = await apply_from(fhir_server, patient)
     assert response.status_code == 200, response.text
     care_plan = response.json()
     meds = [r for r in care_plan["contained"] if r["resourceType"] == "MedicationRequest"]
@@ -183,7 +183,7 @@ def _invalid_b12_patient(server: FhirTestServer) -> dict[str, Any]:
             "resourceType": "Bundle",
             "type": "collection",
             "entry": [{"resource": patient}, {"resource": INVALID_B12}],
-        }  # fmt: skip
+        }
     )
     body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), server)
     body["context"]["patientId"] = "fetch-invalid"
@@ -193,11 +193,7 @@ def _invalid_b12_patient(server: FhirTestServer) -> dict[str, Any]:
 async def test_invalid_fhir_the_rules_read_is_412_when_fetched(
     fhir_server: FhirTestServer,
 ) -> None:
-    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
-    try:
-        response = await post(app, _invalid_b12_patient(fhir_server))
-    finally:
-        await fetcher.aclose()
+    response = await post_fetching(_invalid_b12_patient(fhir_server))
     assert response.status_code == 412, response.text
     assert response.json()["error"]["missing"] == ["observations"]
 
@@ -205,7 +201,6 @@ async def test_invalid_fhir_the_rules_read_is_412_when_fetched(
 async def test_the_same_invalid_fhir_is_400_when_the_client_sent_it(
     fhir_server: FhirTestServer,
 ) -> None:
-    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
     body = _invalid_b12_patient(fhir_server)
     body["prefetch"] = {
         "patient": {"resourceType": "Patient", "id": "fetch-invalid"},
@@ -216,22 +211,15 @@ async def test_the_same_invalid_fhir_is_400_when_the_client_sent_it(
             "entry": [{"resource": INVALID_B12}],
         },
     }
-    try:
-        response = await post(app, body)
-    finally:
-        await fetcher.aclose()
+    response = await post_fetching(body)
     assert response.status_code == 400, response.text
     assert "Observation/fetch-invalid-b12" in response.json()["error"]["message"]
 
 
 async def test_fetched_resource_unusable_for_its_key_is_412(fhir_server: FhirTestServer) -> None:
     fhir_server.set_mode("invalid", "Observation")  # a searchset whose Observation status is 12
-    app, fetcher = fetching_app(Allowlist(allow_loopback=True))
     body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), fhir_server)
-    try:
-        response = await post(app, body)
-    finally:
-        await fetcher.aclose()
+    response = await post_fetching(body)
     assert response.status_code == 412, response.text
     assert response.json()["error"]["missing"] == ["observations"]
 
@@ -240,18 +228,6 @@ async def test_apply_answers_412_when_the_fhir_server_record_is_invalid(
     fhir_server: FhirTestServer,
 ) -> None:
     _invalid_b12_patient(fhir_server)
-    fetcher = FhirFetcher(Allowlist())
-    settings = Settings(
-        auth=False, fhir_base_url=fhir_server.base_url, fhir_access_token=fhir_server.token
-    )
-    app = create_app(settings, fetcher=fetcher, clock=lambda: START)
-    try:
-        async with client(app, signed=False) as c:
-            response = await c.get(
-                "/fhir/PlanDefinition/b12-deficiency-standard/$apply",
-                params={"subject": "Patient/fetch-invalid"},
-            )
-    finally:
-        await fetcher.aclose()
+    response = await apply_from(fhir_server, "fetch-invalid")
     assert response.status_code == 412, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
