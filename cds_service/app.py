@@ -9,7 +9,6 @@ Every answer is JSON, errors included: `{"error": {"status": N, "message": "..."
 
 from __future__ import annotations
 
-import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds_service import heap
 from cds_service.auth import (
     AuthenticationError,
     InMemoryReplayCache,
@@ -58,8 +58,6 @@ from cds_service.record_source import FhirRecordSource
 from cds_service.settings import Settings, SettingsError
 
 logger = logging.getLogger("cds_service.app")
-
-GC_THRESHOLD = 20_000
 
 AUTH_OFF_WARNING = (
     "CDS_AUTH=off: CDS client authentication is DISABLED; any caller can use this service. "
@@ -180,14 +178,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The protocol, code indexes and FHIR model classes live as long as the process: moving
-        # them out of the collector's reach keeps full collections short on the request path.
-        gc.collect()
-        gc.freeze()
-        # A hook call allocates thousands of short-lived containers (parsed JSON, models,
-        # cards), nearly all freed by reference counting; at the default threshold (700) the
-        # collector would walk them several times per call for nothing.
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        heap.settle()
         yield
         # The HTTP client belongs to the event loop that used it: close it with the app.
         if built is not None:
