@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
@@ -577,6 +578,19 @@ def test_oversized_answer_is_unavailable() -> None:
     with StubServer() as stub:
         patient = {"resourceType": "Patient", "id": "1", "name": [{"text": "x" * 5000}]}
         stub.routes["/fhir/Patient/1"] = Canned.fhir(patient)
+        details = unavailable(stub.base_url, {"p": "Patient/1"}, max_bytes=1000)
+        assert details == {"p": "answer larger than 1000 bytes"}
+
+
+def test_gzip_answers_are_read_and_the_size_cap_applies_to_the_decompressed_body() -> None:
+    patient = {"resourceType": "Patient", "id": "1", "name": [{"text": "x" * 5000}]}
+    packed = gzip.compress(json.dumps(patient).encode())
+    assert len(packed) < 1000
+    with StubServer() as stub:
+        stub.routes["/fhir/Patient/1"] = Canned(
+            200, packed, {"Content-Type": "application/fhir+json", "Content-Encoding": "gzip"}
+        )
+        assert run(fetch(stub.base_url, {"p": "Patient/1"}))["p"] == patient
         details = unavailable(stub.base_url, {"p": "Patient/1"}, max_bytes=1000)
         assert details == {"p": "answer larger than 1000 bytes"}
 
