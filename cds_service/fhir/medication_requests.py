@@ -132,6 +132,41 @@ def phase_template(protocol: Protocol, phase: Phase) -> PhaseTemplate:
     )
 
 
+def assemble(
+    template: PhaseTemplate,
+    *,
+    resource_id: str,
+    group: str,
+    patient: str,
+    authored_on: date,
+    reasons: list[JSON],
+    text: str,
+    bounds: JSON,
+) -> JSON:
+    """One phase's order: its template with one patient's parts filled in."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": resource_id,
+        "status": "draft",
+        "intent": "proposal",
+        "groupIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{group}"},
+        "medicationCodeableConcept": template.medication,
+        "subject": _reference(patient, "Patient"),
+        "authoredOn": authored_on.isoformat(),
+        "reasonCode": reasons,
+        "courseOfTherapyType": template.course,
+        "dosageInstruction": [
+            {
+                "sequence": 1,
+                "text": text,
+                "timing": {"repeat": {"boundsPeriod": bounds, **template.repeat}},
+                "route": template.route,
+                "doseAndRate": template.dose_and_rate,
+            }
+        ],
+    }
+
+
 class MedicationRequestWriter:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
@@ -142,25 +177,17 @@ class MedicationRequestWriter:
 
     @staticmethod
     def _check(key: tuple[str, str], template: PhaseTemplate) -> None:
-        """Validates the template as part of a complete MedicationRequest."""
-        sample = {
-            "resourceType": "MedicationRequest",
-            "status": "draft",
-            "intent": "proposal",
-            "medicationCodeableConcept": template.medication,
-            "subject": {"reference": "Patient/template"},
-            "courseOfTherapyType": template.course,
-            "dosageInstruction": [
-                {
-                    "text": "template",
-                    "timing": {
-                        "repeat": {"boundsPeriod": {"start": "2000-01-01"}, **template.repeat}
-                    },
-                    "route": template.route,
-                    "doseAndRate": template.dose_and_rate,
-                }
-            ],
-        }
+        """Validates the template inside the order it gives, with placeholder patient parts."""
+        sample = assemble(
+            template,
+            resource_id="template",
+            group=str(_NAMESPACE),
+            patient="Patient/template",
+            authored_on=date(2000, 1, 1),
+            reasons=[],
+            text="template",
+            bounds={"start": "2000-01-01"},
+        )
         try:
             MedicationRequest.model_validate(sample)
         except ValidationError as exc:
@@ -243,27 +270,16 @@ class MedicationRequestWriter:
         medication = protocol.regimens.medications[phase.medication]
         route = protocol.regimens.routes[phase.route]
         review = assessment.profile.maintenance_review
-        resource: JSON = {
-            "resourceType": "MedicationRequest",
-            "id": f"{group[:8]}-{scheduled.index + 1}-{phase.id}",
-            "status": "draft",
-            "intent": "proposal",
-            "groupIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{group}"},
-            "medicationCodeableConcept": template.medication,
-            "subject": _reference(ctx.patient, "Patient"),
-            "authoredOn": ctx.authored_on.isoformat(),
-            "reasonCode": reasons,
-            "courseOfTherapyType": template.course,
-            "dosageInstruction": [
-                {
-                    "sequence": 1,
-                    "text": dosage_text(scheduled, medication, route, review),
-                    "timing": {"repeat": {"boundsPeriod": bounds, **template.repeat}},
-                    "route": template.route,
-                    "doseAndRate": template.dose_and_rate,
-                }
-            ],
-        }
+        resource = assemble(
+            template,
+            resource_id=f"{group[:8]}-{scheduled.index + 1}-{phase.id}",
+            group=group,
+            patient=ctx.patient,
+            authored_on=ctx.authored_on,
+            reasons=reasons,
+            text=dosage_text(scheduled, medication, route, review),
+            bounds=bounds,
+        )
         if ctx.encounter:
             resource["encounter"] = _reference(ctx.encounter, "Encounter")
         if ctx.requester:
