@@ -184,7 +184,7 @@ class MedicationRequestWriter:
             group=str(_NAMESPACE),
             patient="Patient/template",
             authored_on=date(2000, 1, 1),
-            reasons=[],
+            reasons=[{"text": "template"}],
             text="template",
             bounds={"start": "2000-01-01"},
         )
