@@ -42,7 +42,7 @@ from fhir.resources.R4B.resource import Resource
 from yarl import URL
 
 from .allowlist import Allowlist, is_under
-from .errors import DataUnavailable
+from .errors import INVALID_FETCHED, DataUnavailable
 
 logger = logging.getLogger("cds_service.fetch")
 
@@ -62,7 +62,8 @@ REASON_NOT_ALLOWED = "server not on the allowlist"
 REASON_BAD_TOKEN = "access token is not a valid bearer token"
 REASON_BAD_QUERY = "query is not a relative FHIR read or search"
 REASON_NOT_JSON = "answer is not JSON"
-REASON_INVALID = "invalid FHIR in the answer"
+# The same phrase the hook layer uses for fetched data the clinical core finds invalid.
+REASON_INVALID = INVALID_FETCHED
 REASON_CONNECT = "could not connect to the FHIR server"
 REASON_NEXT_OFF_SERVER = "next page link leaves the FHIR server"
 

@@ -12,6 +12,6 @@ safe to log and to show on a card.
 
 from __future__ import annotations
 
-from cds_service.hooks.prefetch import DataUnavailable, unavailable_reason
+from cds_service.hooks.prefetch import INVALID_FETCHED, DataUnavailable, unavailable_reason
 
-__all__ = ["DataUnavailable", "unavailable_reason"]
+__all__ = ["INVALID_FETCHED", "DataUnavailable", "unavailable_reason"]

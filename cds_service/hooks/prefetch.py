@@ -27,7 +27,7 @@ from cds_service.hooks.prefetch_templates import (
 
 logger = logging.getLogger("cds_service.hooks")
 
-#: Why a fetched key whose resources are not usable FHIR counts as missing.
+#: Why a fetched key counts as missing when its answer is not usable FHIR (fetcher and hook layer).
 INVALID_FETCHED = "invalid FHIR in the answer"
 
 Resource = dict[str, Any]
@@ -81,8 +81,6 @@ class ResolvedRecord:
     draft_orders: tuple[Resource, ...]
     #: Optional keys that could not be obtained (the cards say what was not checked).
     missing: dict[str, str] = field(default_factory=dict)
-    #: Keys filled by the fallback fetch rather than the client's prefetch.
-    fetched: tuple[str, ...] = ()
     #: "Type/id" of every fetched resource -> its prefetch key: invalid FHIR among these is the
     #: FHIR server's, not the client's (412 rather than 400).
     fetched_references: Mapping[str, str] = field(default_factory=dict)
@@ -210,7 +208,6 @@ async def resolve(
         else:
             found[key] = resources
 
-    fetched: list[str] = []
     references: dict[str, str] = {}
     if missing and fetcher is not None and request.fhirServer:
         queries: dict[str, str] = {}
@@ -246,7 +243,6 @@ async def resolve(
                 continue
             if resources is not None:
                 found[key] = resources
-                fetched.append(key)
                 del missing[key]
                 for resource in resources:
                     references[resource_reference(resource)] = key
@@ -267,6 +263,5 @@ async def resolve(
         resources=tuple(r for key in PREFETCH for r in found.get(key, ())),
         draft_orders=tuple(draft_orders_of(request.context)),
         missing=missing,
-        fetched=tuple(fetched),
         fetched_references=references,
     )
