@@ -164,23 +164,21 @@ def build_router(engine: Engine | None = None) -> APIRouter:
     async def metadata(request: Request) -> Response:
         return fhir_response(knowledge.capability_statement(_today(request)))
 
-    @api.get("/PlanDefinition/{resource_id}", response_class=Response)
-    async def read_plan_definition(resource_id: str) -> Response:
-        resource = knowledge.plan_definitions.get(resource_id)
+    def read(kind: str, table: Mapping[str, JSON], resource_id: str) -> Response:
+        resource = table.get(resource_id)
         if resource is None:
             return error_response(
-                OperationError(404, "not-found", f"PlanDefinition/{resource_id} is not known")
+                OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
             )
         return fhir_response(resource)
 
+    @api.get("/PlanDefinition/{resource_id}", response_class=Response)
+    async def read_plan_definition(resource_id: str) -> Response:
+        return read("PlanDefinition", knowledge.plan_definitions, resource_id)
+
     @api.get("/ActivityDefinition/{resource_id}", response_class=Response)
     async def read_activity_definition(resource_id: str) -> Response:
-        resource = knowledge.activity_definitions.get(resource_id)
-        if resource is None:
-            return error_response(
-                OperationError(404, "not-found", f"ActivityDefinition/{resource_id} is not known")
-            )
-        return fhir_response(resource)
+        return read("ActivityDefinition", knowledge.activity_definitions, resource_id)
 
     async def run(request: Request, resource_id: str, read: Callable[[], Any]) -> Response:
         try:
