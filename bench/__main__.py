@@ -31,6 +31,7 @@ from bench.server import Server
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVICE_APP = "cds_service.app:app"
 BASELINE_APP = "bench.baseline:app"
+FLOOR_APP = "bench.floor:app"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Case:
     needs_fhir_server: bool = False
     #: Probe answers that mean "not available in this build": the case is skipped, not failed.
     skip_statuses: tuple[int, ...] = (412,)
+    #: Also run the validation floor (bench/floor.py): the ceiling of the service's ratio.
+    floor: bool = False
 
 
 CASES: tuple[Case, ...] = (
@@ -61,6 +64,7 @@ CASES: tuple[Case, ...] = (
         "/cds-services/b12-patient-view",
         lambda env: workload.patient_view_request(),
         "patient-view, full prefetch: 40 observations over 2 years, 8 conditions",
+        floor=True,
     ),
     Case(
         "order-sign",
@@ -103,6 +107,7 @@ class Settings:
     cases: tuple[str, ...] | None
     service_app: str = SERVICE_APP
     baseline_app: str = BASELINE_APP
+    floor_app: str = FLOOR_APP
     notes: list[str] = field(default_factory=list)
 
 
@@ -183,6 +188,11 @@ def benchmark(s: Settings) -> dict[str, Any]:
         "service", s.service_app, {"CDS_AUTH": "off"}, log_path=RESULTS / "service.log"
     )
     baseline = Server("baseline", s.baseline_app, log_path=RESULTS / "baseline.log")
+    floor = (
+        Server("floor", s.floor_app, log_path=RESULTS / "floor.log")
+        if any(c.floor for c in cases)
+        else None
+    )
     report: dict[str, Any] = {
         "mode": s.mode,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -200,12 +210,15 @@ def benchmark(s: Settings) -> dict[str, Any]:
             "client": s.client,
             "service": " ".join(["python -m uvicorn", s.service_app, "--workers 1"]),
             "baseline": " ".join(["python -m uvicorn", s.baseline_app, "--workers 1"]),
+            "floor": " ".join(["python -m uvicorn", s.floor_app, "--workers 1"]),
         },
         "cases": [],
     }
     try:
         service.start()
         baseline.start()
+        if floor is not None:
+            floor.start()
         report["service_rss_at_start_mb"] = service.rss_mb()
         report["baseline_rss_at_start_mb"] = baseline.rss_mb()
         for case in cases:
@@ -236,16 +249,23 @@ def benchmark(s: Settings) -> dict[str, Any]:
                 entry["failed"] = f"probe answered {status}: {text}"
                 continue
             for c in s.concurrency:
-                svc = run_load(service, case, body_file, c, s)
-                base = run_load(baseline, case, body_file, c, s)
-                svc["ratio"] = svc["rps"] / base["rps"] if base["rps"] else None
-                entry["runs"].append({"concurrency": c, "service": svc, "baseline": base})
-                print(_run_line(case.name, c, svc, base), file=sys.stderr, flush=True)
+                run: dict[str, Any] = {"concurrency": c}
+                run["service"] = run_load(service, case, body_file, c, s)
+                if case.floor and floor is not None:
+                    run["floor"] = run_load(floor, case, body_file, c, s)
+                base = run["baseline"] = run_load(baseline, case, body_file, c, s)
+                for who in ("service", "floor"):
+                    if who in run:
+                        run[who]["ratio"] = run[who]["rps"] / base["rps"] if base["rps"] else None
+                entry["runs"].append(run)
+                print(_run_line(case.name, run), file=sys.stderr, flush=True)
         report["service_peak_rss_mb"] = service.peak_rss_mb()
         report["baseline_peak_rss_mb"] = baseline.peak_rss_mb()
     finally:
         service.stop()
         baseline.stop()
+        if floor is not None:
+            floor.stop()
         if fhir is not None:
             fhir.stop()
     report["targets"] = evaluate_targets(report)
@@ -283,38 +303,42 @@ def _cpu_model() -> str | None:
     return None
 
 
-def _run_line(name: str, c: int, svc: dict[str, Any], base: dict[str, Any]) -> str:
-    return (
-        f"  {name} c={c}: service {svc['rps']:.0f} req/s, baseline {base['rps']:.0f} req/s "
-        f"({(svc.get('ratio') or 0) * 100:.0f}%)"
-    )
+def _run_line(name: str, run: dict[str, Any]) -> str:
+    parts = [
+        f"{who} {run[who]['rps']:.0f} req/s"
+        + (f" ({run[who]['ratio'] * 100:.0f}%)" if run[who].get("ratio") else "")
+        for who in ("service", "floor", "baseline")
+        if who in run
+    ]
+    return f"  {name} c={run['concurrency']}: " + ", ".join(parts)
 
 
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     runs = {
-        (case["name"], run["concurrency"]): run["service"]
-        for case in report["cases"]
-        for run in case["runs"]
+        (case["name"], run["concurrency"]): run for case in report["cases"] for run in case["runs"]
     }
     for case, c, metric, op, limit in TARGETS:
         if case == "service":
             value = report.get("service_peak_rss_mb")
         else:
-            value = runs.get((case, c), {}).get(metric) if c is not None else None
+            value = runs.get((case, c), {}).get("service", {}).get(metric)
         met = None
         if value is not None:
             met = value >= limit if op == ">=" else value <= limit
-        out.append(
-            {
-                "case": case,
-                "concurrency": c,
-                "metric": metric,
-                "target": f"{op} {limit:g}",
-                "value": value,
-                "met": met,
-            }
-        )
+        target: dict[str, Any] = {
+            "case": case,
+            "concurrency": c,
+            "metric": metric,
+            "target": f"{op} {limit:g}",
+            "value": value,
+            "met": met,
+        }
+        floor = runs.get((case, c), {}).get("floor")
+        if floor is not None and metric in floor:
+            # What the service would reach if validation were all it did.
+            target["floor"] = floor[metric]
+        out.append(target)
     return out
 
 
@@ -325,7 +349,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPU(s), {m['cpu_model']}, Python {m['python']}",
         f"Each run: {st['duration_s']:g} s measured after {st['warmup_s']:g} s warmup, "
         f"closed loop, keep-alive, load generator in its own process ({st['client']} client). "
-        "Service and baseline: one uvicorn worker each.",
+        "Service, floor and baseline: one uvicorn worker each.",
     ]
     busy = m.get("cpu_busy_before_start")
     if busy is not None and busy > 0.15:
@@ -350,9 +374,11 @@ def format_report(report: dict[str, Any]) -> str:
             "|---------------:|--------:|",
         ]
         for run in case["runs"]:
-            for who in ("service", "baseline"):
+            for who in ("service", "floor", "baseline"):
+                if who not in run:
+                    continue
                 r = run[who]
-                ratio = f"{r['ratio'] * 100:.1f}%" if who == "service" and r.get("ratio") else ""
+                ratio = f"{r['ratio'] * 100:.1f}%" if r.get("ratio") else ""
                 cpu = r.get("server_cpu_ms_per_request")
                 bad = sum(v for k, v in r["statuses"].items() if k != "200") + len(r["errors"])
                 lines.append(
@@ -373,11 +399,9 @@ def format_report(report: dict[str, Any]) -> str:
     for t in report["targets"]:
         where = t["case"] + (f" c{t['concurrency']}" if t["concurrency"] else "")
         value = t["value"]
-        shown = (
-            "-"
-            if value is None
-            else (f"{value * 100:.1f}%" if t["metric"] == "ratio" else f"{value:.2f}")
-        )
+        shown = "-" if value is None else _metric(t["metric"], value)
+        if t.get("floor") is not None:
+            shown += f" (floor {_metric(t['metric'], t['floor'])})"
         target = t["target"]
         if t["metric"] == "ratio":
             op, limit = target.split()
@@ -386,6 +410,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"| {where} {t['metric']} {target} | {shown} | {met} |")
     lines.append(f"\nTotal time {report['elapsed_s']:.0f} s. Results: {_display(report)}")
     return "\n".join(lines)
+
+
+def _metric(metric: str, value: float) -> str:
+    return f"{value * 100:.1f}%" if metric == "ratio" else f"{value:.2f}"
 
 
 def _display(report: dict[str, Any]) -> str:
@@ -400,9 +428,9 @@ def smoke_check(report: dict[str, Any], out: Path) -> list[str]:
         if case.get("failed"):
             problems.append(f"{case['name']}: {case['failed']}")
         for run in case["runs"]:
-            for who in ("service", "baseline"):
-                r = run[who]
-                if not ok(r):
+            for who in ("service", "floor", "baseline"):
+                r = run.get(who)
+                if r is not None and not ok(r):
                     problems.append(
                         f"{case['name']} c{run['concurrency']} {who}: count {r['count']}, "
                         f"statuses {r['statuses']} (warmup {r['warmup_statuses']}), "

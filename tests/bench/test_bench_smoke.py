@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -84,3 +85,39 @@ def test_percentile() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
+
+
+def _latest(analyte_code: str, request: dict[str, Any]) -> dict[str, Any]:
+    entries = request["prefetch"]["observations"]["entry"]
+    coded = [
+        e["resource"]
+        for e in entries
+        if any(c["code"] == analyte_code for c in e["resource"]["code"].get("coding", []))
+    ]
+    return max(coded, key=lambda o: str(o["effectiveDateTime"]))
+
+
+def test_floor_app_validates_what_the_rules_read_and_nothing_else() -> None:
+    from fastapi.testclient import TestClient
+
+    from bench.floor import app
+
+    client = TestClient(app)
+    path = "/cds-services/b12-patient-view"
+    assert client.post(path, json=workload.patient_view_request()).status_code == 200
+
+    # The latest B12 result is read by the rules: an invalid one must be refused.
+    invalid_read = workload.patient_view_request()
+    _latest("14685-2", invalid_read)["valueQuantity"]["value"] = "low"
+    assert client.post(path, json=invalid_read).status_code == 400
+
+    # An older B12 result is not read, so it is not validated (as in the service).
+    invalid_unread = workload.patient_view_request()
+    latest = _latest("14685-2", invalid_unread)
+    older = next(
+        e["resource"]
+        for e in invalid_unread["prefetch"]["observations"]["entry"]
+        if e["resource"]["code"] == latest["code"] and e["resource"] is not latest
+    )
+    older["valueQuantity"]["value"] = "low"
+    assert client.post(path, json=invalid_unread).status_code == 200
