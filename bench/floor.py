@@ -1,32 +1,34 @@
-"""The validation floor: the baseline plus the one piece of clinical work no answer can skip.
+"""The validation floor: the baseline plus the clinical work no answer can skip.
 
-`POST /cds-services/{id}` parses the body as the baseline does, then gives the prefetched
-resources to the service's own `FactExtractor`, which picks the resources the rules read (by
-type, status and code on the raw JSON) and validates them with the fhir.resources R4B models.
-It answers the baseline's fixed card, or 400 when a resource the rules read is not valid FHIR.
+`POST /cds-services/{id}` parses the body as the baseline does, then runs the service's own
+fact extraction and rules on the prefetched resources: the extractor picks the resources the
+rules could read (by type, status and code on the raw JSON) and the fhir.resources R4B models
+validate each one as it is read (the patient and conditions while extracting, a result when a
+rule first looks it up). It answers the baseline's fixed card, or 400 when a resource the rules
+read is not valid FHIR.
 
 The service cannot be faster than this app while it validates what its rules read, so this
 app's share of the baseline bounds the service's share from above. What separates the service
-from the floor is everything else it does: its request checks and prefetch resolution, the
-rules, the regimen, the cards and the MedicationRequest series.
+from the floor is the rest of its work: its request checks and prefetch resolution, the
+regimen, the cards and the MedicationRequest series.
 
 Run with: `python -m uvicorn bench.floor:app --workers 1 --no-access-log`.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 
 from bench.baseline import CARD, OrjsonResponse
-from cds_service.clinical.extract import FactExtractor, InvalidResourceError
-from cds_service.engine import bundle_resources
+from cds_service.clinical.extract import InvalidResourceError
+from cds_service.engine import Engine, bundle_resources
 from cds_service.heap import settle
-from cds_service.protocol import default_protocol
 
-EXTRACTOR = FactExtractor(default_protocol())
+ENGINE = Engine.build()
 settle()  # the collector settings the service runs with
 
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -55,7 +57,8 @@ async def call_service(service_id: str, request: Request) -> OrjsonResponse:
     if not isinstance(body, dict):
         return OrjsonResponse({"error": {"status": 400}}, status_code=400)
     try:
-        EXTRACTOR.extract(prefetched(body))
+        facts = ENGINE.extractor.extract(prefetched(body))
+        ENGINE.assessor.assess(facts, day=date.today())
     except InvalidResourceError:
         return OrjsonResponse({"error": {"status": 400}}, status_code=400)
     return OrjsonResponse({"cards": [CARD]})

@@ -2,12 +2,14 @@
 
 Only resources a rule could read are validated (with the fhir.resources R4B models): they are
 picked on the raw JSON first by type, status and code, because validating a whole record costs
-far more than the rules themselves. Status filtering follows protocol section 1.
+far more than the rules themselves. The latest result of each analyte is validated when a rule
+(or a card) first reads it: MMA and homocysteine, for one, are read only when the B12 level is
+borderline. Status filtering follows protocol section 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +103,31 @@ def _validate(resource: Resource) -> None:
         raise InvalidResourceError(
             f"{reference} is not valid FHIR R4 ({count} error(s))", reference
         ) from None
+
+
+class CheckedResults(Mapping[str, LabResult]):
+    """The latest result per analyte; a result's resource is validated on its first lookup.
+
+    Lookups (`[]`, `get`, `in`, `values`) validate; iterating over the analyte names does not,
+    since a name says only that a result exists. An invalid resource raises
+    InvalidResourceError from the lookup, so its value never reaches a rule."""
+
+    def __init__(self, latest: Mapping[str, tuple[LabResult, Resource]]) -> None:
+        self._latest = dict(latest)
+        self._checked: set[str] = set()
+
+    def __getitem__(self, analyte: str) -> LabResult:
+        result, resource = self._latest[analyte]
+        if analyte not in self._checked:
+            _validate(resource)
+            self._checked.add(analyte)
+        return result
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._latest)
+
+    def __len__(self) -> int:
+        return len(self._latest)
 
 
 def _parse_when(value: Any) -> datetime | None:
@@ -242,11 +269,9 @@ class FactExtractor:
                 if record:
                     draft_tests.append(record)
 
-        # Only the latest result per analyte is read by the rules, so only it is validated:
-        # a two-year history would otherwise cost more to validate than the whole assessment.
-        for _, res in latest.values():
-            _validate(res)
-        results = {name: self._result(name, res, when) for name, (when, res) in latest.items()}
+        # Only the latest result per analyte can be read by the rules, and it is validated when
+        # it is: a two-year history would otherwise cost more to validate than the assessment.
+        read = {name: (self._result(name, res, when), res) for name, (when, res) in latest.items()}
         birth = _parse_when(patient.get("birthDate")) if patient else None
         return Facts(
             patient_id=str(patient["id"]) if patient and patient.get("id") else patient_id,
@@ -258,7 +283,8 @@ class FactExtractor:
             allergies=tuple(allergies),
             draft_medications=tuple(drafts),
             draft_service_requests=tuple(draft_tests),
-            results=results,
+            results=CheckedResults(read),
+            unusable_analytes=tuple(name for name, (r, _) in read.items() if not r.usable),
         )
 
     def _coded(self, res: Resource, concept: Any, when: Any = None) -> CodedRecord:

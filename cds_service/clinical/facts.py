@@ -6,6 +6,7 @@ assessment runs on prefetch, fetched data, a CLI bundle or a $apply data Bundle.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -60,7 +61,13 @@ class Facts:
     allergies: tuple[CodedRecord, ...] = ()
     draft_medications: tuple[CodedRecord, ...] = ()
     draft_service_requests: tuple[CodedRecord, ...] = ()
-    results: dict[str, LabResult] = field(default_factory=dict)
+    #: The latest result per analyte. The extractor's mapping validates a result's resource
+    #: the first time its value is looked up, so a rule that never reads an analyte never
+    #: pays for (or fails on) it.
+    results: Mapping[str, LabResult] = field(default_factory=dict)
+    #: Analytes whose latest result cannot be interpreted, found without reading their values
+    #: through `results` (which would validate every result just to find these).
+    unusable_analytes: tuple[str, ...] = ()
 
     @property
     def patient_reference(self) -> str | None:
@@ -74,7 +81,8 @@ class Facts:
 
     @property
     def unusable_results(self) -> tuple[LabResult, ...]:
-        return tuple(r for r in self.results.values() if not r.usable)
+        """Shown on a card, so they are read (and validated) like any other result."""
+        return tuple(self.results[analyte] for analyte in self.unusable_analytes)
 
 
 @dataclass(frozen=True)
