@@ -40,6 +40,11 @@ def test_profile_stages_are_named_and_timed() -> None:
         assert stage["mean_us"] > 0, stage
         assert stage["p99_us"] >= stage["p50_us"] > 0, stage
     assert abs(sum(s["share"] for s in result["stages"]) - 1.0) < 1e-6
+    validation = {s["name"]: s["validation_us"] for s in result["stages"]}
+    # The patient and conditions are validated while extracting, lab results as rules read them.
+    assert validation["facts"] > 0 and validation["assessment"] > 0
+    assert validation["parse"] == validation["serialise"] == 0
+    assert abs(sum(validation.values()) - result["fhir_validation_mean_us"]) < 1e-6
     assert result["total_mean_us"] > 0
     assert result["response_bytes"] > 0
     table = format_profile(result)
