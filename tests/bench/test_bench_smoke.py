@@ -1,4 +1,4 @@
-"""The benchmark's in-process parts: the workload and the stage profile (no HTTP here).
+"""The benchmark's in-process parts: the workload, the stage profile, the floor app (no servers).
 
 The HTTP smoke run is `python -m bench --smoke` (CI calls it); it starts servers and processes,
 which does not belong in the unit tests.
@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -126,3 +128,32 @@ def test_floor_app_validates_what_the_rules_read_and_nothing_else() -> None:
     )
     older["valueQuantity"]["value"] = "low"
     assert client.post(path, json=invalid_unread).status_code == 200
+
+
+def test_the_workload_validates_the_results_its_rules_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's profile figures rest on this: B12 is clearly low, so MMA and homocysteine
+    are present but no rule reads them, and they are not validated."""
+    from cds_service.clinical import extract
+    from cds_service.engine import Engine, bundle_resources
+
+    validated: list[str] = []
+    original = extract._validate
+
+    def spy(resource: Any) -> None:
+        validated.append(extract.resource_reference(resource))
+        original(resource)
+
+    monkeypatch.setattr(extract, "_validate", spy)
+    engine = Engine.build()
+    prefetch = workload.patient_view_request()["prefetch"]
+    resources = [r for v in prefetch.values() for r in bundle_resources(v)]
+    facts = engine.extractor.extract([prefetch["patient"], *resources])
+    engine.assessor.assess(facts, day=workload.START)
+    assert sorted(facts.results) == [
+        "b12", "folate", "hemoglobin", "homocysteine", "mma", "potassium"
+    ]  # fmt: skip
+    read = list(validated)
+    expected = {facts.results[a].reference for a in ("b12", "folate", "hemoglobin", "potassium")}
+    assert sorted(r for r in read if r.startswith("Observation/")) == sorted(expected)
+    kinds = [r.split("/")[0] for r in read]
+    assert [kinds.count(k) for k in ("Patient", "Condition", "Observation")] == [1, 1, 4]
