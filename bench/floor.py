@@ -1,16 +1,17 @@
 """The validation floor: the baseline plus the clinical work no answer can skip.
 
-`POST /cds-services/{id}` parses the body as the baseline does, then runs the service's own
-fact extraction and rules on the prefetched resources: the extractor picks the resources the
-rules could read (by type, status and code on the raw JSON) and the fhir.resources R4B models
-validate each one as it is read (the patient and conditions while extracting, a result when a
-rule first looks it up). It answers the baseline's fixed card, or 400 when a resource the rules
-read is not valid FHIR.
+`POST /cds-services/{id}` parses the body as the baseline does, takes the resources out of each
+prefetch value as the service does (`hooks.prefetch.resources_of`, which also refuses another
+patient's data), then runs the service's own fact extraction and rules on them: the extractor
+picks the resources the rules could read (by type, status and code on the raw JSON) and the
+fhir.resources R4B models validate each one as it is read (the patient and conditions while
+extracting, a result when a rule first looks it up). It answers the baseline's fixed card, or
+400 when the prefetch is refused or a resource the rules read is not valid FHIR.
 
 The service cannot be faster than this app while it validates what its rules read, so this
 app's share of the baseline bounds the service's share from above. What separates the service
-from the floor is the rest of its work: its request checks and prefetch resolution, the
-regimen, the cards and the MedicationRequest series.
+from the floor is the rest of its work: its checks of the request envelope, the regimen, the
+cards and the MedicationRequest series.
 
 Run with: `python -m uvicorn bench.floor:app --workers 1 --no-access-log`.
 """
@@ -25,8 +26,9 @@ from fastapi import FastAPI, Request
 
 from bench.baseline import CARD, OrjsonResponse
 from cds_service.clinical.extract import InvalidResourceError
-from cds_service.engine import Engine, bundle_resources
+from cds_service.engine import Engine
 from cds_service.heap import settle
+from cds_service.hooks.prefetch import PrefetchError, resources_of
 
 ENGINE = Engine.build()
 settle()  # the collector settings the service runs with
@@ -40,15 +42,12 @@ async def health() -> dict[str, str]:
 
 
 def prefetched(body: dict[str, Any]) -> list[Any]:
-    """Every resource of the prefetch: single resources and the entries of searchset Bundles."""
-    resources: list[Any] = []
-    prefetch = body.get("prefetch")
-    for value in prefetch.values() if isinstance(prefetch, dict) else ():
-        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-            resources += bundle_resources(value)
-        elif isinstance(value, dict):
-            resources.append(value)
-    return resources
+    """Every resource of the prefetch, read and checked as the service reads it."""
+    prefetch, context = body.get("prefetch"), body.get("context")
+    if not isinstance(prefetch, dict) or not isinstance(context, dict):
+        raise PrefetchError("no prefetch or context")
+    patient = str(context.get("patientId"))
+    return [r for key, value in prefetch.items() for r in resources_of(key, value, patient) or ()]
 
 
 @app.post("/cds-services/{service_id}")
@@ -59,6 +58,6 @@ async def call_service(service_id: str, request: Request) -> OrjsonResponse:
     try:
         facts = ENGINE.extractor.extract(prefetched(body))
         ENGINE.assessor.assess(facts, day=date.today())
-    except InvalidResourceError:
+    except (PrefetchError, InvalidResourceError):
         return OrjsonResponse({"error": {"status": 400}}, status_code=400)
     return OrjsonResponse({"cards": [CARD]})
