@@ -32,6 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SERVICE_APP = "cds_service.app:app"
 BASELINE_APP = "bench.baseline:app"
 FLOOR_APP = "bench.floor:app"
+#: The apps a run may drive, in the order they are run and reported.
+APPS = ("service", "floor", "baseline")
 
 
 @dataclass(frozen=True)
@@ -307,7 +309,7 @@ def _run_line(name: str, run: dict[str, Any]) -> str:
     parts = [
         f"{who} {run[who]['rps']:.0f} req/s"
         + (f" ({run[who]['ratio'] * 100:.0f}%)" if run[who].get("ratio") else "")
-        for who in ("service", "floor", "baseline")
+        for who in APPS
         if who in run
     ]
     return f"  {name} c={run['concurrency']}: " + ", ".join(parts)
@@ -336,7 +338,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         }
         floor = runs.get((case, c), {}).get("floor")
         if floor is not None and metric in floor:
-            # What the service would reach if validation were all it did.
+            # The service's bound: what it would reach if the rest of its work cost nothing.
             target["floor"] = floor[metric]
         out.append(target)
     return out
@@ -374,7 +376,7 @@ def format_report(report: dict[str, Any]) -> str:
             "|---------------:|--------:|",
         ]
         for run in case["runs"]:
-            for who in ("service", "floor", "baseline"):
+            for who in APPS:
                 if who not in run:
                     continue
                 r = run[who]
@@ -428,7 +430,7 @@ def smoke_check(report: dict[str, Any], out: Path) -> list[str]:
         if case.get("failed"):
             problems.append(f"{case['name']}: {case['failed']}")
         for run in case["runs"]:
-            for who in ("service", "floor", "baseline"):
+            for who in APPS:
                 r = run.get(who)
                 if r is not None and not ok(r):
                     problems.append(
