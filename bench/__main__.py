@@ -370,9 +370,9 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"FAILED: {case['failed']}")
             continue
         lines += [
-            "| conc | app      |  req/s | p50 ms | p99 ms | vs baseline "
+            "| conc | app      |  req/s | p50 ms | p99 ms | p50 by 0.5 s | vs baseline "
             "| srv CPU ms/req | non-200 |",
-            "|-----:|----------|-------:|-------:|-------:|------------:"
+            "|-----:|----------|-------:|-------:|-------:|-------------:|------------:"
             "|---------------:|--------:|",
         ]
         for run in case["runs"]:
@@ -385,7 +385,7 @@ def format_report(report: dict[str, Any]) -> str:
                 bad = sum(v for k, v in r["statuses"].items() if k != "200") + len(r["errors"])
                 lines.append(
                     f"| {run['concurrency']:>4} | {who:<8} | {r['rps']:>6.0f} | "
-                    f"{r['p50_ms']:>6.2f} | {r['p99_ms']:>6.2f} | {ratio:>11} | "
+                    f"{r['p50_ms']:>6.2f} | {r['p99_ms']:>6.2f} | {_spread(r):>12} | {ratio:>11} | "
                     f"{(f'{cpu:.2f}' if cpu is not None else '-'):>14} | {bad:>7} |"
                 )
     rss, base_rss = report.get("service_peak_rss_mb"), report.get("baseline_peak_rss_mb")
@@ -412,6 +412,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"| {where} {t['metric']} {target} | {shown} | {met} |")
     lines.append(f"\nTotal time {report['elapsed_s']:.0f} s. Results: {_display(report)}")
     return "\n".join(lines)
+
+
+def _spread(run: dict[str, Any]) -> str:
+    """The lowest and highest median latency of the run's 0.5-s slices (bench/load.py)."""
+    medians = run.get("window_p50_ms") or []
+    return f"{min(medians):.1f}–{max(medians):.1f}" if medians else "-"
 
 
 def _metric(metric: str, value: float) -> str:

@@ -4,7 +4,8 @@ The spec (JSON on stdin): host, port, method, path, body_file (or null), concurr
 duration_s, warmup_s, client ("raw" or "httpx"). `concurrency` connections each send one request,
 wait for the whole answer, and send the next (keep-alive). Requests that complete during the
 warmup are not counted; no request is started after the end. Prints one JSON object: count,
-requests/s, latency percentiles (ms) and the status codes seen.
+requests/s, latency percentiles (ms), the median latency of each 0.5-s slice of the measured
+time, and the status codes seen.
 
 Two clients: `raw` speaks HTTP/1.1 over asyncio streams (a fixed request, Content-Length or
 chunked answers); `httpx` uses httpx.AsyncClient with a pool of `concurrency` connections. The raw
@@ -40,6 +41,8 @@ class Tally:
     measure_from: float
     measure_to: float
     latencies: list[float] = field(default_factory=list)
+    #: When each counted request started, in seconds after `measure_from` (same order).
+    starts: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     warmup_statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -47,9 +50,26 @@ class Tally:
     def add(self, started: float, ended: float, status: int) -> None:
         if started >= self.measure_from and ended <= self.measure_to:
             self.latencies.append(ended - started)
+            self.starts.append(started - self.measure_from)
             self.statuses[status] = self.statuses.get(status, 0) + 1
         else:
             self.warmup_statuses[status] = self.warmup_statuses.get(status, 0) + 1
+
+
+#: Slice of the measured time over which `window_medians` takes each median.
+WINDOW_S = 0.5
+
+
+def window_medians(starts: list[float], latencies: list[float], window_s: float) -> list[float]:
+    """The median latency of the requests started in each `window_s` slice, in time order.
+
+    In a closed loop every request waits for the other `concurrency - 1` ones, so its latency
+    follows the server's speed at that moment. Medians that move from slice to slice mean the
+    machine ran faster or slower during the run, and p99 comes from the slowest slices."""
+    slices: dict[int, list[float]] = {}
+    for start, latency in zip(starts, latencies, strict=True):
+        slices.setdefault(int(start // window_s), []).append(latency)
+    return [percentile(sorted(v), 50) for _, v in sorted(slices.items())]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -173,6 +193,8 @@ async def run(spec: Spec) -> dict[str, Any]:
         "p99_ms": percentile(lat, 99) * ms,
         "max_ms": (lat[-1] * ms) if lat else float("nan"),
         "mean_ms": (sum(lat) / len(lat) * ms) if lat else float("nan"),
+        "window_s": WINDOW_S,
+        "window_p50_ms": [m * ms for m in window_medians(tally.starts, tally.latencies, WINDOW_S)],
         "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
         "warmup_statuses": {str(k): v for k, v in sorted(tally.warmup_statuses.items())},
         "errors": tally.errors,

@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import workload  # noqa: E402
-from bench.load import percentile  # noqa: E402
+from bench.load import Tally, percentile, window_medians  # noqa: E402
 from bench.stages import STAGES, format_profile, profile  # noqa: E402
 
 EXPECTED_STAGES = (
@@ -92,6 +92,23 @@ def test_percentile() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
+
+
+def test_window_medians_take_each_slice_in_time_order() -> None:
+    starts = [0.1, 0.2, 0.3, 0.6, 0.7, 1.2]
+    latencies = [1.0, 3.0, 2.0, 10.0, 20.0, 5.0]
+    assert window_medians(starts, latencies, 0.5) == [2.0, 10.0, 5.0]
+    assert window_medians([], [], 0.5) == []
+
+
+def test_tally_keeps_the_start_of_each_counted_request() -> None:
+    tally = Tally(measure_from=10.0, measure_to=20.0)
+    tally.add(9.5, 10.2, 200)  # started during the warmup: not counted
+    tally.add(10.25, 10.5, 200)
+    tally.add(19.0, 20.5, 200)  # ended after the measured time: not counted
+    assert tally.starts == [0.25]
+    assert tally.latencies == [0.25]
+    assert tally.warmup_statuses == {200: 2}
 
 
 def _latest(analyte_code: str, request: dict[str, Any]) -> dict[str, Any]:
