@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord, Facts, LabResult
+from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.units import read_qualitative, read_quantity
 from cds_service.protocol import Protocol
 
@@ -51,11 +52,11 @@ def _list(value: Any) -> list[Any]:
 
 
 def _codings(concept: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, OBJECT):
         return ()
     out = []
     for c in _list(concept.get("coding")):
-        if isinstance(c, Mapping) and c.get("code"):
+        if isinstance(c, OBJECT) and c.get("code"):
             out.append((str(c.get("system") or ""), str(c["code"])))
     return tuple(out)
 
@@ -63,11 +64,11 @@ def _codings(concept: Any) -> tuple[tuple[str, str], ...]:
 def _words(*concepts: Any) -> str:
     parts: list[str] = []
     for concept in concepts:
-        if isinstance(concept, Mapping):
+        if isinstance(concept, OBJECT):
             if concept.get("text"):
                 parts.append(str(concept["text"]))
             for c in _list(concept.get("coding")):
-                if isinstance(c, Mapping) and c.get("display"):
+                if isinstance(c, OBJECT) and c.get("display"):
                     parts.append(str(c["display"]))
         elif isinstance(concept, str):
             parts.append(concept)
@@ -75,11 +76,11 @@ def _words(*concepts: Any) -> str:
 
 
 def _label(concept: Any) -> str:
-    if isinstance(concept, Mapping):
+    if isinstance(concept, OBJECT):
         if concept.get("text"):
             return str(concept["text"])
         for c in _list(concept.get("coding")):
-            if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
+            if isinstance(c, OBJECT) and (c.get("display") or c.get("code")):
                 return str(c.get("display") or c.get("code"))
     return "unnamed"
 
@@ -130,6 +131,10 @@ class CheckedResults(Mapping[str, LabResult]):
         return len(self._latest)
 
 
+#: Where an undated result sorts among dated ones: before all of them.
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
 def _parse_when(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -149,7 +154,7 @@ def _effective(resource: Resource) -> datetime | None:
     return (
         _parse_when(resource.get("effectiveDateTime"))
         or _parse_when(resource.get("effectiveInstant"))
-        or (_parse_when(period.get("start")) if isinstance(period, Mapping) else None)
+        or (_parse_when(period.get("start")) if isinstance(period, OBJECT) else None)
         or _parse_when(resource.get("issued"))
     )
 
@@ -160,13 +165,13 @@ def _medication_concept(resource: Resource) -> Any:
 
 def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object] | None, Any]:
     dosages = _list(resource.get("dosageInstruction")) or _list(resource.get("dosage"))
-    if not dosages or not isinstance(dosages[0], Mapping):
+    if not dosages or not isinstance(dosages[0], OBJECT):
         return None, None, None
     first = dosages[0]
     dose = None
     for dr in _list(first.get("doseAndRate")):
-        q = dr.get("doseQuantity") if isinstance(dr, Mapping) else None
-        if isinstance(q, Mapping) and q.get("value") is not None:
+        q = dr.get("doseQuantity") if isinstance(dr, OBJECT) else None
+        if isinstance(q, OBJECT) and q.get("value") is not None:
             unit = str(q.get("code") or q.get("unit") or "").lower()
             factor = {"ug": 1.0, "mcg": 1.0, "mg": 1000.0}.get(unit)
             if factor is not None and isinstance(q["value"], (int, float)):
@@ -174,7 +179,7 @@ def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object
     timing = (
         first.get("timing", {}).get("repeat") if isinstance(first.get("timing"), Mapping) else None
     )
-    return dose, (dict(timing) if isinstance(timing, Mapping) else None), first.get("route")
+    return dose, (dict(timing) if isinstance(timing, OBJECT) else None), first.get("route")
 
 
 class FactExtractor:
@@ -208,12 +213,11 @@ class FactExtractor:
         def keep_latest(analyte: str, res: Resource) -> None:
             when = _effective(res)
             current = latest.get(analyte)
-            epoch = datetime.min.replace(tzinfo=UTC)
-            if current is None or (when or epoch) > (current[0] or epoch):
+            if current is None or (when or _UNDATED) > (current[0] or _UNDATED):
                 latest[analyte] = (when, res)
 
         for res in resources:
-            if not isinstance(res, Mapping):
+            if not isinstance(res, OBJECT):
                 continue
             kind = res.get("resourceType")
             if kind == "Patient":
@@ -258,7 +262,7 @@ class FactExtractor:
                     draft_tests.append(record)
 
         for res in draft_orders:
-            if not isinstance(res, Mapping):
+            if not isinstance(res, OBJECT):
                 continue
             if res.get("resourceType") == "MedicationRequest":
                 record = self._medication(res)
@@ -314,7 +318,7 @@ class FactExtractor:
         if _status_code(res.get("verificationStatus")) in NOT_TRUE:
             return None
         substances = [res.get("code")] + [
-            r.get("substance") for r in _list(res.get("reaction")) if isinstance(r, Mapping)
+            r.get("substance") for r in _list(res.get("reaction")) if isinstance(r, OBJECT)
         ]
         codings = tuple(c for s in substances for c in _codings(s))
         words = _words(*substances)

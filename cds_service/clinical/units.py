@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.clinical.facts import LabResult
+from cds_service.clinical.raw import OBJECT
 from cds_service.protocol import Protocol
 from cds_service.protocol.model import Analyte
 
@@ -27,7 +28,7 @@ def _number(value: Any) -> float | None:
 def read_quantity(
     analyte: str, reference: str, when: datetime | None, quantity: Any, spec: Analyte
 ) -> LabResult:
-    if not isinstance(quantity, Mapping):
+    if not isinstance(quantity, OBJECT):
         return LabResult(analyte, reference, when, "no numeric value", problem="no numeric value")
     value = _number(quantity.get("value"))
     unit = str(quantity.get("code") or quantity.get("unit") or "").strip()
@@ -46,7 +47,7 @@ def read_quantity(
 
 
 def _array(value: Any) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    return [v for v in value if isinstance(v, OBJECT)] if isinstance(value, list) else []
 
 
 def read_qualitative(
@@ -56,13 +57,13 @@ def read_qualitative(
     interpretations = {
         str(c.get("code"))
         for concept in _array(res.get("interpretation"))
-        if isinstance(concept, Mapping)
+        if isinstance(concept, OBJECT)
         for c in _array(concept.get("coding"))
-        if isinstance(c, Mapping)
+        if isinstance(c, OBJECT)
     }
     words: list[str] = []
     value = res.get("valueCodeableConcept")
-    if isinstance(value, Mapping):
+    if isinstance(value, OBJECT):
         words.append(str(value.get("text") or ""))
         words += [str(c.get("display") or "") for c in _array(value.get("coding"))]
     if isinstance(res.get("valueString"), str):
@@ -86,7 +87,7 @@ def threshold_value(threshold: Any, unit: str, spec: Analyte) -> float | None:
     """The threshold in `unit`, converting only with the protocol's own factors."""
     if isinstance(threshold, (int, float)):
         return float(threshold)
-    if not isinstance(threshold, Mapping):
+    if not isinstance(threshold, OBJECT):
         return None
     if unit in threshold:
         return float(threshold[unit])

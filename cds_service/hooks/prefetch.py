@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cds_service.clinical.extract import resource_reference
+from cds_service.clinical.raw import OBJECT
 from cds_service.hooks.models import HookRequest
 from cds_service.hooks.prefetch_templates import (
     KEY_TYPES,
@@ -128,7 +129,7 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
     """The resources a prefetch value holds; None when it stands for missing data."""
     if value is None:
         return []
-    if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+    if not isinstance(value, OBJECT) or not isinstance(value.get("resourceType"), str):
         raise PrefetchError(f"prefetch.{key} must be a FHIR resource, a Bundle or null")
     kind = value["resourceType"]
     if kind == "OperationOutcome":
@@ -143,7 +144,7 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
         raise PrefetchError(f"prefetch.{key}.entry must be an array")
     out: list[Resource] = []
     for entry in entries:
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, OBJECT):
             raise PrefetchError(f"prefetch.{key}.entry holds an item that is not an object")
         if "resource" not in entry:
             continue
@@ -152,7 +153,7 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
             out.append(checked)
     links = value.get("link")
     if isinstance(links, list) and any(
-        isinstance(link, Mapping) and link.get("relation") == "next" for link in links
+        isinstance(link, OBJECT) and link.get("relation") == "next" for link in links
     ):
         # CDS Hooks allows paginated prefetch; following `next` needs the FHIR server, which is
         # the fetch module's job. Using the first page may miss records: log it (no PHI).
@@ -166,10 +167,10 @@ def unavailable_reason(value: Any) -> str | None:
     Part of the Fetcher contract: a fetcher answers an optional key it could not get with an
     OperationOutcome whose diagnostics say why.
     """
-    if not isinstance(value, Mapping) or value.get("resourceType") != "OperationOutcome":
+    if not isinstance(value, OBJECT) or value.get("resourceType") != "OperationOutcome":
         return None
     for issue in value.get("issue") or ():
-        diagnostics = issue.get("diagnostics") if isinstance(issue, Mapping) else None
+        diagnostics = issue.get("diagnostics") if isinstance(issue, OBJECT) else None
         if isinstance(diagnostics, str):
             return diagnostics
     return "data unavailable"
@@ -177,12 +178,12 @@ def unavailable_reason(value: Any) -> str | None:
 
 def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
     bundle = context.get("draftOrders")
-    if not isinstance(bundle, Mapping):
+    if not isinstance(bundle, OBJECT):
         return []
     return [
         dict(e["resource"])
         for e in bundle.get("entry") or ()
-        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+        if isinstance(e, OBJECT) and isinstance(e.get("resource"), Mapping)
     ]
 
 
