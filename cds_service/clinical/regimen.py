@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cached_property
 
 from cds_service.clinical.assessment import Assessment
 from cds_service.clinical.codes import code_index
@@ -53,8 +54,9 @@ class Plan:
     def schedules(self) -> tuple[Schedule, ...]:
         return ((self.recommended,) if self.recommended else ()) + self.alternatives
 
-    @property
+    @cached_property
     def rule_ids(self) -> tuple[str, ...]:
+        """Every card cites them, so they are put together once per plan."""
         ids = list(self.assessment.rule_ids)
         for schedule in self.schedules:
             if schedule.rule_id not in ids:
