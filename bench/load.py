@@ -63,9 +63,9 @@ WINDOW_S = 0.5
 def window_medians(starts: list[float], latencies: list[float], window_s: float) -> list[float]:
     """The median latency of the requests started in each `window_s` slice, in time order.
 
-    In a closed loop every request waits for the other `concurrency - 1` ones, so its latency
-    follows the server's speed at that moment. Medians that move from slice to slice mean the
-    machine ran faster or slower during the run, and p99 comes from the slowest slices."""
+    In a closed loop a request's latency follows how fast the server ran while it waited, so
+    medians that move from slice to slice mean the machine ran faster or slower during the run
+    (bench/README.md, "p50 by 0.5 s")."""
     slices: dict[int, list[float]] = {}
     for start, latency in zip(starts, latencies, strict=True):
         slices.setdefault(int(start // window_s), []).append(latency)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 from records import Record
+from support import golden_bundle, golden_expected, golden_slugs, resources_of
 
+from cds_service.clinical import extract
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine
 
@@ -74,3 +79,33 @@ def test_an_unusable_result_is_validated_because_a_card_shows_it() -> None:
     assert invalid.unusable_analytes == ("mma",)
     with pytest.raises(InvalidResourceError, match=r"Observation/obs-2"):
         _ = invalid.unusable_results
+
+
+def _read_only(value: Any) -> Any:
+    """The same JSON with every object a read-only Mapping that is not a dict."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _read_only(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_read_only(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("slug", golden_slugs())
+def test_facts_are_the_same_when_the_json_objects_are_not_dicts(
+    slug: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed JSON is read through a dict fast path; any other Mapping must read the same.
+
+    The R4B models take dicts only, so validation is left out: this is about the reading."""
+    monkeypatch.setattr(extract, "_validate", lambda resource: None)
+    resources = resources_of(golden_bundle(slug))
+    start = date.fromisoformat(golden_expected(slug)["start"])
+    plain = ENGINE.extractor.extract(resources)
+    other = ENGINE.extractor.extract([_read_only(r) for r in resources])
+    assert dataclasses.replace(other, results={}) == dataclasses.replace(plain, results={})
+    assert dict(other.results) == dict(plain.results)
+    assert plain.conditions or plain.results  # the patient has something to read
+    assert (
+        ENGINE.assessor.assess(other, day=start).rule_ids
+        == ENGINE.assessor.assess(plain, day=start).rule_ids
+    )

@@ -177,7 +177,7 @@ def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object
             if factor is not None and isinstance(q["value"], (int, float)):
                 dose = float(q["value"]) * factor
     timing = (
-        first.get("timing", {}).get("repeat") if isinstance(first.get("timing"), Mapping) else None
+        first.get("timing", {}).get("repeat") if isinstance(first.get("timing"), OBJECT) else None
     )
     return dose, (dict(timing) if isinstance(timing, OBJECT) else None), first.get("route")
 

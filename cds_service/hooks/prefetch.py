@@ -183,7 +183,7 @@ def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
     return [
         dict(e["resource"])
         for e in bundle.get("entry") or ()
-        if isinstance(e, OBJECT) and isinstance(e.get("resource"), Mapping)
+        if isinstance(e, OBJECT) and isinstance(e.get("resource"), OBJECT)
     ]
 
 
