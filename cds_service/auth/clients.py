@@ -57,10 +57,6 @@ class TrustedClient:
         """Whether a token's ``jku`` may be fetched for this client."""
         return self.jwks_url is not None and url_is_under(jku, self.jwks_url)
 
-    def allows_fhir_server(self, url: str) -> bool:
-        """Whether this client may make us send requests (and its access token) to ``url``."""
-        return any(url_is_under(url, base) for base in self.fhir_servers)
-
 
 class ClientRegistry:
     """Trusted clients by ``iss``; immutable once loaded so lookups need no locking."""

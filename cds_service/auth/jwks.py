@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,9 +40,6 @@ class VerificationKey:
     kid: str
     alg: str
     key: PublicKey
-
-
-KeySet = Mapping[str, VerificationKey]
 
 
 class JwksError(ValueError):

@@ -280,7 +280,6 @@ class FactExtractor:
         return Facts(
             patient_id=str(patient["id"]) if patient and patient.get("id") else patient_id,
             birth_date=birth.date() if birth else None,
-            gender=str(patient.get("gender")) if patient and patient.get("gender") else None,
             conditions=tuple(conditions),
             procedures=tuple(procedures),
             medications=tuple(medications),

@@ -54,7 +54,6 @@ class LabResult:
 class Facts:
     patient_id: str | None
     birth_date: date | None
-    gender: str | None
     conditions: tuple[CodedRecord, ...] = ()
     procedures: tuple[CodedRecord, ...] = ()
     medications: tuple[CodedRecord, ...] = ()

@@ -25,10 +25,6 @@ class ScheduledPhase:
     start: date
     end: date | None
 
-    @property
-    def open_ended(self) -> bool:
-        return self.end is None
-
 
 @dataclass(frozen=True)
 class Schedule:

@@ -32,6 +32,7 @@ from cds_service.auth import (
     load_clients,
     url_is_under,
 )
+from cds_service.fetch import Allowlist
 
 from .conftest import AUD, FHIR_BASE, INLINE_ISS, ISS, FakeClock
 from .keys import (
@@ -70,8 +71,10 @@ def claims(**overrides: Any) -> dict[str, Any]:
 def test_valid_es384_token_passes(verifier: JwtVerifier, ec_key: SigningKey) -> None:
     client = verify(verifier, make_token(ec_key, ec_key.kid, ISS, AUD))
     assert client.iss == ISS
-    assert client.allows_fhir_server(FHIR_BASE + "/Patient/123")
-    assert not client.allows_fhir_server("https://ehr.example.org/fhir/R5")
+    # The fallback fetch adds the client's registered servers to the allowlist for its call.
+    nothing_else = Allowlist()
+    assert nothing_else.allows(FHIR_BASE + "/Patient/123", client.fhir_servers)
+    assert not nothing_else.allows("https://ehr.example.org/fhir/R5", client.fhir_servers)
 
 
 def test_valid_rs384_token_passes(verifier: JwtVerifier, rsa_key: SigningKey) -> None:
