@@ -28,13 +28,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+
+from cds_service.urls import covers, is_loopback_host, parse_url
 
 from .errors import ClientsFileError
 from .jwks import JwksError, VerificationKey, parse_jwks
 
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_DEFAULT_PORTS = {"https": 443, "http": 80}
 _ALLOWED_FIELDS = frozenset({"iss", "jwks_url", "jwks", "fhir_servers", "name", "description"})
 
 
@@ -80,53 +79,10 @@ class ClientRegistry:
 
 
 def url_is_under(url: str, base: str) -> bool:
-    """Whether ``url`` equals ``base`` or lies beneath it (as an allowlist check).
-
-    Scheme, host and port must match exactly and the path must continue at a segment
-    boundary: ``/jwks`` covers ``/jwks/2`` but not ``/jwks-evil``. URLs with user info,
-    fragments, dot segments, encoded slashes or dots, or backslashes are refused outright,
-    since servers and clients disagree on how to read them. A query is accepted only when it
-    equals the base's.
-    """
-    u = _split_strict(url)
-    b = _split_strict(base)
-    if u is None or b is None:
-        return False
-    if (u.scheme, u.hostname, _port(u)) != (b.scheme, b.hostname, _port(b)):
-        return False
-    if u.query != b.query:
-        return False
-    upath, bpath = u.path or "/", b.path or "/"
-    if upath == bpath:
-        return True
-    prefix = bpath if bpath.endswith("/") else bpath + "/"
-    return upath.startswith(prefix)
-
-
-def _split_strict(url: str) -> SplitResult | None:
-    if not isinstance(url, str) or any(c in url for c in "\\\r\n\t "):
-        return None
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    if "@" in parts.netloc or parts.fragment or "#" in url:
-        return None
-    lowered = parts.path.lower()
-    if "%2f" in lowered or "%2e" in lowered or "%5c" in lowered:
-        return None
-    segments = unquote(parts.path).split("/")
-    if "." in segments or ".." in segments:
-        return None
-    return parts
-
-
-def _port(parts: SplitResult) -> int:
-    port = parts.port
-    return int(port) if port is not None else _DEFAULT_PORTS[parts.scheme]
+    """Whether ``url`` equals ``base`` or lies beneath it, by the rules of ``cds_service.urls``;
+    a query is accepted only when it equals the base's (a ``jku`` is a key set, not a search)."""
+    u, b = parse_url(url), parse_url(base)
+    return u is not None and b is not None and u.query == b.query and covers(b, u)
 
 
 def load_clients(path: str | Path) -> ClientRegistry:
@@ -226,11 +182,11 @@ def _parse_client(index: int, entry: Any) -> TrustedClient:
 
 
 def _check_url(value: Any, what: str) -> str:
-    if not isinstance(value, str) or _split_strict(value) is None:
+    parsed = parse_url(value)
+    if parsed is None:
         raise ClientsFileError(
             f"{what} must be an absolute http(s) URL without user info, fragment or dot segments"
         )
-    parts = urlsplit(value)
-    if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
+    if parsed.scheme != "https" and not is_loopback_host(parsed.host):
         raise ClientsFileError(f"{what} must use https (plain http only for loopback hosts)")
-    return value
+    return str(value)

@@ -5,77 +5,19 @@ blindly would let a caller make the service fetch internal URLs with its network
 service calls a server only when its base URL lies under an allowlisted prefix: scheme, host and
 port must match exactly and the path must continue at a segment boundary (``https://ehr/fhir``
 covers ``https://ehr/fhir/R4`` but not ``https://ehr/fhir-evil``). URLs that servers and clients
-may read differently (user info, fragments, backslashes, dot segments, encoded slashes or dots)
-are refused outright.
+may read differently are refused outright (the rules are in ``cds_service.urls``).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
-from urllib.parse import unquote, urlsplit
+
+from cds_service.urls import Url, covers, is_loopback_host, is_under, parse_url
+
+__all__ = ["ENV_VAR", "Allowlist", "is_loopback_host", "is_under", "parse_url"]
 
 ENV_VAR = "CDS_FHIR_SERVER_ALLOWLIST"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-# Backslash, space, "#" and every control character (C0 and DEL).
-_FORBIDDEN = re.compile(r"[\\ #\x00-\x1f\x7f]")
-
-
-class _Url(NamedTuple):
-    scheme: str
-    host: str
-    port: int
-    path: str  # Still percent-encoded, without a trailing slash ("" for the root).
-    query: str
-
-
-def parse_url(url: str) -> _Url | None:
-    """Splits an absolute http(s) URL, or returns None if it is one to refuse."""
-    if not isinstance(url, str) or _FORBIDDEN.search(url):
-        return None
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
-        return None
-    lowered = parts.path.lower()
-    if "%2f" in lowered or "%2e" in lowered or "%5c" in lowered:
-        return None
-    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
-        return None
-    return _Url(
-        scheme=parts.scheme,
-        host=parts.hostname,
-        port=port if port is not None else _DEFAULT_PORTS[parts.scheme],
-        path=parts.path.rstrip("/"),
-        query=parts.query,
-    )
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _covers(prefix: _Url, url: _Url) -> bool:
-    if (url.scheme, url.host, url.port) != (prefix.scheme, prefix.host, prefix.port):
-        return False
-    return url.path == prefix.path or url.path.startswith(prefix.path + "/")
-
-
-def is_under(url: str, base: str) -> bool:
-    """Whether ``url`` (a query string is allowed) is ``base`` or lies beneath it."""
-    u, b = parse_url(url), parse_url(base)
-    return u is not None and b is not None and not b.query and _covers(b, u)
 
 
 @dataclass(frozen=True, init=False)
@@ -84,7 +26,7 @@ class Allowlist:
 
     prefixes: tuple[str, ...]
     allow_loopback: bool
-    _parsed: tuple[_Url, ...]
+    _parsed: tuple[Url, ...]
 
     def __init__(self, prefixes: Iterable[str] = (), *, allow_loopback: bool = False) -> None:
         prefixes = tuple(prefixes)
@@ -132,10 +74,10 @@ class Allowlist:
             return False
         if self.allow_loopback and is_loopback_host(target.host):
             return True
-        if any(_covers(prefix, target) for prefix in self._parsed):
+        if any(covers(prefix, target) for prefix in self._parsed):
             return True
         for item in extra:
             prefix = parse_url(item)
-            if prefix is not None and not prefix.query and _covers(prefix, target):
+            if prefix is not None and not prefix.query and covers(prefix, target):
                 return True
         return False
