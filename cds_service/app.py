@@ -202,7 +202,6 @@ def create_app(
     app.state.plan_record_source = FhirRecordSource(
         shared_fetcher, settings.fhir_base_url, settings.fhir_access_token
     )
-    app.include_router(build_router(state.engine))
     app.state.clock = clock
     app.add_middleware(
         CORSMiddleware,
@@ -231,10 +230,11 @@ def create_app(
         logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error_response(500, "internal error")
 
-    async def authenticate(request: Request) -> None:
+    async def verified(request: Request) -> bool:
+        """Whether the caller is a trusted CDS client (always, with CDS_AUTH=off)."""
         if state.verifier is None:
             logger.warning(AUTH_OFF_WARNING)
-            return
+            return True
         audience = settings.public_base_url + request.url.path
         try:
             # The verified client (its allowed fhir_servers) is kept for the fallback fetch.
@@ -242,9 +242,17 @@ def create_app(
                 request.headers.get("authorization"), audience
             )
         except AuthenticationError:
-            raise ApiError(
-                401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
-            ) from None
+            return False
+        return True
+
+    async def authenticate(request: Request) -> None:
+        if not await verified(request):
+            raise ApiError(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+
+    # $apply reads patient data, so it is authenticated as the hooks are.
+    app.include_router(
+        build_router(state.engine, authenticate=verified, max_body_bytes=settings.max_body_bytes)
+    )
 
     def service_of(service_id: str) -> Service:
         service = SERVICES.get(service_id)

@@ -44,7 +44,7 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
 
 @dataclass(frozen=True)
 class Settings:
-    #: CDS_AUTH: verify the CDS client's JWT on every POST (off is for local development only).
+    #: CDS_AUTH: verify the CDS client's JWT on every POST and on $apply (off: local development).
     auth: bool = True
     #: CDS_PUBLIC_BASE_URL: the URL clients call us at; the JWT audience is this + the path.
     public_base_url: str = ""

@@ -1,6 +1,8 @@
 """The FHIR Clinical Reasoning endpoints: metadata, knowledge artifacts and PlanDefinition/$apply.
 
-Mount with `app.include_router(router)` (prefix `/fhir`). The app may set:
+Mount with `app.include_router(build_router(engine, authenticate=..., max_body_bytes=...))`
+(prefix `/fhir`). `authenticate(request)` says whether the caller may run $apply, which reads
+patient data (the artifacts are public, as CDS Hooks discovery is). The app may set:
 - `app.state.plan_record_source`: `async (patient_id) -> list[resource dict] | Bundle dict`,
   used by $apply when no `data` Bundle is given; it may raise RecordUnavailableError.
   Without it, $apply without `data` answers 412.
@@ -19,6 +21,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from cds_service import __version__ as service_version
@@ -43,6 +46,9 @@ FHIR_JSON = "application/fhir+json"
 APPLY_OPERATION = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
 JSON = dict[str, Any]
 RecordSource = Callable[[str], Awaitable[Any]]
+#: Whether a request comes from a trusted client; failures are not explained to the caller.
+Authenticate = Callable[[Request], Awaitable[bool]]
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,30 @@ def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> J
 
 
 def error_response(error: OperationError) -> Response:
-    return fhir_response(operation_outcome(error.code, error.diagnostics), error.status)
+    response = fhir_response(operation_outcome(error.code, error.diagnostics), error.status)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def read_body(request: Request, max_bytes: int) -> Any:
+    """The body as JSON: 413 past `max_bytes` (declared or streamed), 400 if it is not JSON.
+
+    orjson bounds nesting at 1024 levels, so no body can exhaust the stack."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ParameterError("the body is not JSON") from None
 
 
 class Knowledge:
@@ -155,8 +184,16 @@ async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
     raise OperationError(412, "exception", "the record source gave no usable record")
 
 
-def build_router(engine: Engine | None = None) -> APIRouter:
-    """A router serving the artifacts of `engine`'s protocol (default: the packaged one)."""
+def build_router(
+    engine: Engine | None = None,
+    *,
+    authenticate: Authenticate | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> APIRouter:
+    """A router serving the artifacts of `engine`'s protocol (default: the packaged one).
+
+    Without `authenticate` anyone may run $apply: for tests and for apps that authenticate
+    in front of the router."""
     knowledge = Knowledge(engine)
     api = APIRouter(prefix="/fhir", tags=["FHIR Clinical Reasoning"])
 
@@ -182,6 +219,8 @@ def build_router(engine: Engine | None = None) -> APIRouter:
 
     async def run(request: Request, resource_id: str, read: Callable[[], Any]) -> Response:
         try:
+            if authenticate is not None and not await authenticate(request):
+                raise OperationError(401, "login", "authentication required")
             plan_definition = knowledge.plan_definitions.get(resource_id)
             profile = profile_of(resource_id, knowledge.engine.protocol)
             if plan_definition is None or profile is None:
@@ -221,12 +260,7 @@ def build_router(engine: Engine | None = None) -> APIRouter:
     @api.post("/PlanDefinition/{resource_id}/$apply", response_class=Response)
     async def apply_post(request: Request, resource_id: str) -> Response:
         async def read() -> ApplyRequest:
-            raw = await request.body()
-            try:
-                body = json.loads(raw) if raw else None
-            except (ValueError, UnicodeDecodeError):
-                raise ParameterError("the body is not JSON") from None
-            return parse_parameters(body)
+            return parse_parameters(await read_body(request, max_body_bytes))
 
         return await run(request, resource_id, read)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from auth.keys import jwks_of, make_token, new_ec_key
+from support import golden_bundle
 
 from cds_service.app import create_app
 from cds_service.hooks.prefetch import DataUnavailable
@@ -146,3 +147,52 @@ async def test_fetcher_failure_on_a_required_key_is_412() -> None:
         r = await c.post(PV, json=body)
     assert r.status_code == 412
     assert r.json()["error"]["missing"] == ["conditions"]
+
+
+APPLY = "/fhir/PlanDefinition/b12-deficiency-standard/$apply"
+
+
+def apply_body(slug: str = "t6-unspecified-low-b12") -> dict[str, Any]:
+    bundle = golden_bundle(slug)
+    resources = [e["resource"] for e in bundle["entry"]]
+    patient = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": f"Patient/{patient}"},
+            {"name": "data", "resource": bundle},
+        ],
+    }
+
+
+async def test_apply_needs_a_signed_request_as_the_hooks_do(auth_app: Any) -> None:
+    """$apply reads and returns patient data; the knowledge artifacts stay public."""
+    async with client(auth_app, signed=False) as c:
+        unsigned_post = await c.post(APPLY, json=apply_body())
+        unsigned_get = await c.get(APPLY, params={"subject": "Patient/p1"})
+        garbage = await c.post(APPLY, json=apply_body(), headers={"Authorization": "Bearer x"})
+        signed = await c.post(APPLY, json=apply_body(), headers=bearer(APPLY))
+        artifact = await c.get("/fhir/PlanDefinition/b12-deficiency-standard")
+    for response in (unsigned_post, unsigned_get, garbage):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["content-type"].startswith("application/fhir+json")
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["diagnostics"] == "authentication required"
+    assert signed.status_code == 200, signed.text
+    assert signed.json()["resourceType"] == "CarePlan"
+    assert artifact.status_code == 200
+
+
+async def test_apply_body_past_the_limit_is_413_and_deep_nesting_is_400(tmp_path: Path) -> None:
+    settings = Settings(auth=False, max_body_bytes=4000)
+    app = create_app(settings, clock=lambda: START)
+    deep = b"[" * 1500 + b"]" * 1500  # deeper than orjson reads, within the size limit
+    async with client(app, signed=False) as c:
+        large = await c.post(APPLY, json=apply_body())
+        nested = await c.post(APPLY, content=deep, headers={"Content-Type": "application/json"})
+    assert large.status_code == 413
+    assert large.json()["resourceType"] == "OperationOutcome"
+    assert nested.status_code == 400
+    assert nested.json()["issue"][0]["diagnostics"] == "the body is not JSON"
