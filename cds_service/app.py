@@ -55,6 +55,7 @@ from cds_service.hooks.prefetch import (
 from cds_service.hooks.services import SERVICES, Service
 from cds_service.plan_operation.router import build_router
 from cds_service.record_source import FhirRecordSource
+from cds_service.safe_log import where_raised
 from cds_service.settings import Settings, SettingsError
 
 logger = logging.getLogger("cds_service.app")
@@ -227,7 +228,9 @@ def create_app(
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Last resort: the tests show no input reaches it. No details leave the process.
-        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        logger.error(
+            "unexpected error on %s %s: %s", request.method, request.url.path, where_raised(exc)
+        )
         return _error_response(500, "internal error")
 
     async def verified(request: Request) -> bool:
@@ -312,7 +315,7 @@ def create_app(
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             # Input the clinical core could not read although it passed the checks above: a
             # gap in those checks, logged so it gets closed; the caller gets a 400.
-            logger.error("unreadable resource reached the engine", exc_info=exc)
+            logger.error("unreadable resource reached the engine: %s", where_raised(exc))
             raise ApiError(400, "a resource in the request could not be read") from None
         state.feedback.issue(service.id, cards)
         return FastJSONResponse({"cards": cards})

@@ -41,6 +41,7 @@ from cds_service.plan_operation.artifacts import (
     plan_definitions,
     profile_of,
 )
+from cds_service.safe_log import where_raised
 
 FHIR_JSON = "application/fhir+json"
 APPLY_OPERATION = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
@@ -253,8 +254,8 @@ def build_router(
             return fhir_response(answer)
         except OperationError as exc:
             return error_response(exc)
-        except Exception:
-            log.exception("PlanDefinition/$apply failed")
+        except Exception as exc:
+            log.error("PlanDefinition/$apply failed: %s", where_raised(exc))
             return error_response(OperationError(500, "exception", "internal error"))
 
     @api.post("/PlanDefinition/{resource_id}/$apply", response_class=Response)

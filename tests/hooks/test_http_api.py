@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import date
 from typing import Any
 
 import httpx
@@ -528,3 +529,24 @@ async def test_logs_hold_no_phi_and_paginated_prefetch_is_logged(
     assert "paginated; only the first page was used" in logged
     for secret in (family, patient["id"], patient["birthDate"], "prefers tablets"):
         assert secret not in logged
+
+
+async def test_an_unreadable_value_is_logged_by_place_not_by_value(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exception messages quote the data that caused them; the log names only where it failed."""
+    from cds_service.engine import Engine
+
+    def unreadable(self: Engine, resources: Any, **kwargs: Any) -> Any:
+        date.fromisoformat("Smith-1950-13-45")  # a message that repeats patient data
+
+    monkeypatch.setattr(Engine, "plan", unreadable)
+    caplog.set_level("DEBUG")
+    async with client() as c:
+        r = await c.post(PV, json=golden_request("t6-unspecified-low-b12", "patient-view"))
+    assert r.status_code == 400
+    logged = "\n".join(
+        r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in caplog.records
+    )
+    assert "ValueError at " in logged and "in unreadable" in logged
+    assert "Smith" not in logged
