@@ -1,7 +1,9 @@
 """Reading a whole patient record from a FHIR server, for $apply without a `data` Bundle.
 
 It asks the same queries as the CDS Hooks prefetch templates, through the same fallback-fetch
-client, so a plan computed from a FHIR server sees exactly what a hook call would.
+client, and reads the answers with the same `resources_of`, so a plan computed from a FHIR
+server sees what a hook call would. An optional key that fails is left out (a CarePlan has no
+place to say what was not checked); a required one makes the record unavailable.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cds_service.fetch import DataUnavailable
-from cds_service.hooks.prefetch import Fetcher
+from cds_service.hooks.prefetch import INVALID_FETCHED, Fetcher, PrefetchError, resources_of
 from cds_service.hooks.prefetch_templates import PREFETCH, REQUIRED_KEYS, render
 from cds_service.plan_operation.router import RecordUnavailableError
 
@@ -38,14 +40,14 @@ class FhirRecordSource:
             )
         except DataUnavailable as exc:
             raise RecordUnavailableError(", ".join(sorted(exc.details))) from None
+        # Read as a hook call reads the same answers: right types per key, this patient only.
         resources: list[Mapping[str, Any]] = []
-        for value in answers.values():
-            if not isinstance(value, Mapping) or value.get("resourceType") == "OperationOutcome":
+        for key, value in answers.items():
+            try:
+                found = resources_of(key, value, patient_id)
+            except PrefetchError:
+                if key in REQUIRED_KEYS:
+                    raise RecordUnavailableError(f"{key}: {INVALID_FETCHED}") from None
                 continue
-            if value.get("resourceType") == "Bundle":
-                resources += [
-                    e["resource"] for e in value.get("entry") or () if isinstance(e, Mapping)
-                ]
-            else:
-                resources.append(value)
+            resources += found or ()
         return resources
