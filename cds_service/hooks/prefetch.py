@@ -106,11 +106,13 @@ def _check_resource(key: str, resource: Any, patient_id: str) -> Resource | None
     kind = resource["resourceType"]
     if kind == "OperationOutcome":
         return None
-    if not isinstance(resource.get("status", ""), str):
-        raise PrefetchError(f"prefetch.{key} holds a {kind} whose status is not a code")
     allowed = KEY_TYPES.get(key)
     if allowed is not None and kind not in allowed:
-        raise PrefetchError(f"prefetch.{key} holds a {kind}; expected {', '.join(sorted(allowed))}")
+        # The type is not echoed: until it is checked it is any string the client sent.
+        expected = " or ".join(sorted(allowed))
+        raise PrefetchError(f"prefetch.{key} holds a resource that is not {expected}")
+    if not isinstance(resource.get("status", ""), str):
+        raise PrefetchError(f"prefetch.{key} holds a {kind} whose status is not a code")
     if kind == "Patient":
         if resource.get("id") not in (None, patient_id):
             raise PrefetchError(f"prefetch.{key} is a different patient than context.patientId")

@@ -550,3 +550,13 @@ async def test_an_unreadable_value_is_logged_by_place_not_by_value(
     )
     assert "ValueError at " in logged and "in unreadable" in logged
     assert "Smith" not in logged
+
+
+async def test_a_wrong_resource_type_is_refused_without_echoing_it() -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    entry = body["prefetch"]["conditions"]["entry"][0]["resource"]
+    entry["resourceType"] = "Smith-John-1960-01-01"
+    async with client() as c:
+        r = await c.post(PV, json=body)
+    message = assert_json_error(r, 400)["error"]["message"]
+    assert message == "prefetch.conditions holds a resource that is not Condition"
