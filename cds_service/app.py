@@ -136,7 +136,10 @@ class ServiceState:
         self.settings = settings
         self.verifier = verifier
         self.engine = Engine.build()
-        self.engine.protocol.profile(settings.profile)  # an unknown profile fails at start-up
+        try:
+            self.engine.protocol.profile(settings.profile)  # an unknown profile fails at start-up
+        except LookupError as exc:
+            raise SettingsError(f"CDS_PROFILE: {exc}") from None
         self.cards = CardBuilder(self.engine.protocol)
         self.feedback = FeedbackStore()
 

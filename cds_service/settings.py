@@ -64,8 +64,8 @@ class Settings:
     fhir_deadline_s: float = 4.0
     #: CDS_FHIR_MAX_PAGES: search result pages followed per query (more is "unavailable").
     fhir_max_pages: int = 10
-    #: CDS_FHIR_SERVER_ALLOWLIST: comma-separated FHIR base URL prefixes we may call; empty
-    #: means fallback fetch is off (with CDS_AUTH=off, loopback servers are allowed too).
+    #: CDS_FHIR_SERVER_ALLOWLIST: comma-separated FHIR base URL prefixes we may call, besides a
+    #: trusted client's own `fhir_servers` (with CDS_AUTH=off, loopback servers as well).
     fhir_server_allowlist: str | None = None
     #: CDS_FHIR_BASE_URL: the FHIR server $apply reads records from when no `data` is given.
     fhir_base_url: str | None = None

@@ -12,8 +12,9 @@ The file (``CDS_CLIENTS_FILE``) is either a JSON array of client objects or an o
     (RS384), each with a ``kid``. A token's ``jku`` header is honoured only if it equals or
     sits under ``jwks_url``.
 ``fhir_servers`` (array of strings, optional, default ``[]``)
-    Base URLs of the FHIR servers this client may ask us to call (its ``fhirServer``). Same
-    URL rules as ``jwks_url``. An empty list means we never fetch FHIR data for this client.
+    Base URLs of the FHIR servers this client may ask us to call (its ``fhirServer``), added
+    to ``CDS_FHIR_SERVER_ALLOWLIST`` for its calls. Same URL rules as ``jwks_url``. With an
+    empty list the client's calls may fetch only from the allowlisted servers.
 ``name``, ``description`` (strings, optional)
     For humans; ``name`` is used in log messages.
 

@@ -56,8 +56,7 @@ class Allowlist:
             for index, url in enumerate(allowlist._parsed):
                 if url.scheme != "https" and not is_loopback_host(url.host):
                     raise ValueError(
-                        f"{ENV_VAR} entry {index + 1} must use https "
-                        "(plain http only for loopback hosts)"
+                        f"entry {index + 1} must use https (plain http only for loopback hosts)"
                     )
         return allowlist
 

@@ -462,7 +462,7 @@ def test_settings_from_env() -> None:
 
 
 def test_unknown_profile_fails_at_start_up() -> None:
-    with pytest.raises(LookupError):
+    with pytest.raises(SettingsError, match="CDS_PROFILE: unknown protocol profile"):
         create_app(Settings(auth=False, profile="no-such-profile"))
 
 
@@ -560,3 +560,18 @@ async def test_a_wrong_resource_type_is_refused_without_echoing_it() -> None:
         r = await c.post(PV, json=body)
     message = assert_json_error(r, 400)["error"]["message"]
     assert message == "prefetch.conditions holds a resource that is not Condition"
+
+
+async def test_auth_off_is_logged_at_start_up_and_on_each_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cds_service.app import AUTH_OFF_WARNING
+
+    caplog.set_level("WARNING")
+    app = create_app(Settings(auth=False), clock=lambda: START)
+    at_start = sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records)
+    async with client(app, signed=False) as c:
+        for _ in range(2):
+            await c.post(PV, json=golden_request("t6-unspecified-low-b12", "patient-view"))
+    assert at_start == 1
+    assert sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records) == 3
