@@ -109,3 +109,21 @@ def test_facts_are_the_same_when_the_json_objects_are_not_dicts(
         ENGINE.assessor.assess(other, day=start).rule_ids
         == ENGINE.assessor.assess(plain, day=start).rule_ids
     )
+
+
+def test_every_type_the_extractor_validates_is_loaded_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: set[str] = set()
+    validate = extract._validate
+
+    def recording(resource: Any) -> None:
+        seen.add(str(resource.get("resourceType")))
+        validate(resource)
+
+    monkeypatch.setattr(extract, "_validate", recording)
+    for slug in golden_slugs():
+        facts = ENGINE.extractor.extract(resources_of(golden_bundle(slug)))
+        list(facts.results.values())  # results are validated when read
+    assert {"Patient", "Condition", "Observation", "Procedure", "MedicationRequest"} <= seen
+    assert seen <= set(extract.VALIDATED_TYPES)

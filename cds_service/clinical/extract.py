@@ -94,6 +94,19 @@ def resource_reference(resource: Resource) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id', 'unidentified')}"
 
 
+#: The resource types the extractor may validate (each `_validate` call below reads one of them).
+VALIDATED_TYPES = (
+    "Patient",
+    "Condition",
+    "Observation",
+    "Procedure",
+    "MedicationRequest",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "ServiceRequest",
+)
+
+
 def _validate(resource: Resource) -> None:
     kind = str(resource.get("resourceType"))
     try:
@@ -193,6 +206,10 @@ class FactExtractor:
             for name, analyte in protocol.observations.analytes.items()
             for entry in analyte.codes
         }
+        # fhir.resources imports a model's module on first use: do it now, so the first call
+        # does not pay for it and the models are loaded before start-up ends (cds_service.heap).
+        for kind in VALIDATED_TYPES:
+            get_fhir_model_class(kind)
 
     def extract(
         self,
