@@ -73,7 +73,7 @@ class CodeIndex:
         wanted = [(system, normalise(system, code)) for system, code in codings]
         return [
             entry
-            for system, code, entry in self._entries[value_set]
+            for system, code, entry in self._entries.get(value_set, ())
             if any(
                 s == system and (c.startswith(code) if entry.match == "prefix" else c == code)
                 for s, c in wanted
