@@ -32,6 +32,7 @@ SCHEDULED = [s for s in golden_slugs() if golden_expected(s)["regimen"]]
 
 @pytest.mark.parametrize("slug", SCHEDULED)
 def test_every_emitted_resource_validates(slug: str) -> None:
+    assert series_for(slug), "a patient with a regimen gets at least one series"
     for series in series_for(slug).values():
         for resource in series:
             assert_valid_fhir(resource)
@@ -39,6 +40,7 @@ def test_every_emitted_resource_validates(slug: str) -> None:
 
 @pytest.mark.parametrize("slug", SCHEDULED)
 def test_series_shape(slug: str) -> None:
+    assert series_for(slug), "a patient with a regimen gets at least one series"
     for series in series_for(slug).values():
         groups = {mr["groupIdentifier"]["value"] for mr in series}
         assert len(groups) == 1

@@ -98,7 +98,8 @@ def test_aud_list_containing_endpoint_passes(verifier: JwtVerifier, ec_key: Sign
 def test_jku_equal_to_configured_url_passes(
     verifier: JwtVerifier, ec_key: SigningKey, jwks_server: JwksServer
 ) -> None:
-    assert verify(verifier, make_token(ec_key, ec_key.kid, ISS, AUD, jku=jwks_server.url))
+    token = make_token(ec_key, ec_key.kid, ISS, AUD, jku=jwks_server.url)
+    assert verify(verifier, token).iss == ISS
 
 
 def test_scheme_is_case_insensitive(verifier: JwtVerifier, ec_key: SigningKey) -> None:

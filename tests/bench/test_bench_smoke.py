@@ -56,6 +56,7 @@ def test_profile_stages_are_named_and_timed() -> None:
 
 def test_profile_order_sign() -> None:
     result = profile(5, hook="order-sign")
+    assert [s["name"] for s in result["stages"]] == list(EXPECTED_STAGES)
     assert all(s["mean_us"] > 0 for s in result["stages"])
 
 

@@ -343,6 +343,7 @@ def test_server_off_the_allowlist_is_never_contacted(fhir_server: FhirTestServer
                 optional=set(QUERIES),
             )
         )
+        assert set(data) == set(QUERIES)
         assert all(unavailable_reason(v) == "server not on the allowlist" for v in data.values())
         assert other.requests == []
         assert fhir_server.requests == []
