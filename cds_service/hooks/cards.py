@@ -590,7 +590,7 @@ class CardBuilder:
             "actions": [
                 {
                     "type": "create",
-                    "description": "Order serum methylmalonic acid (LOINC 13964-2)",
+                    "description": f"Order serum methylmalonic acid (LOINC {mma.code})",
                     "resource": request,
                 }
             ],

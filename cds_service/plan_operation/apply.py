@@ -213,9 +213,10 @@ def status_text(engine: Engine, plan: Plan) -> str:
     if a.status == NOT_DEFICIENT:
         return f"B12 deficiency not confirmed ({d_rules}): no treatment is proposed."
     if a.status == INDETERMINATE:
+        mma = engine.protocol.observations.analytes["mma"].codes[0]
         return (
             f"B12 deficiency indeterminate ({d_rules}): measure methylmalonic acid "
-            "(LOINC 13964-2) before treating; no schedule is proposed."
+            f"(LOINC {mma.code}) before treating; no schedule is proposed."
         )
     if a.status != CONFIRMED:
         return f"B12 deficiency status unknown ({d_rules}): no schedule is proposed."
