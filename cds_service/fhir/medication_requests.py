@@ -65,7 +65,8 @@ def json_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def _reference(value: str, default_type: str) -> JSON:
+def reference(value: str, default_type: str) -> JSON:
+    """A Reference from "Type/id" as given, or from a bare id of `default_type`."""
     return {"reference": value if "/" in value else f"{default_type}/{value}"}
 
 
@@ -151,7 +152,7 @@ def assemble(
         "intent": "proposal",
         "groupIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{group}"},
         "medicationCodeableConcept": template.medication,
-        "subject": _reference(patient, "Patient"),
+        "subject": reference(patient, "Patient"),
         "authoredOn": authored_on.isoformat(),
         "reasonCode": reasons,
         "courseOfTherapyType": template.course,
@@ -281,9 +282,9 @@ class MedicationRequestWriter:
             bounds=bounds,
         )
         if ctx.encounter:
-            resource["encounter"] = _reference(ctx.encounter, "Encounter")
+            resource["encounter"] = reference(ctx.encounter, "Encounter")
         if ctx.requester:
-            resource["requester"] = _reference(ctx.requester, "Practitioner")
+            resource["requester"] = reference(ctx.requester, "Practitioner")
         notes = [f"Phase {scheduled.index + 1} of {len(schedule.phases)}: {phase.title}."]
         if phase.condition:
             notes.append(phase.condition)

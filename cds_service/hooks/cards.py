@@ -20,7 +20,7 @@ from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord, Evidence
 from cds_service.clinical.regimen import Plan, Schedule
 from cds_service.fhir.dosage_text import frequency_phrase
-from cds_service.fhir.medication_requests import coding
+from cds_service.fhir.medication_requests import coding, reference
 from cds_service.protocol import Protocol
 from cds_service.protocol.model import CardText, CodeEntry, DeficiencyRule
 
@@ -529,7 +529,7 @@ class CardBuilder:
         if ctx.user_id and "/" in ctx.user_id:
             request["requester"] = {"reference": ctx.user_id}
         if ctx.encounter_id:
-            request["encounter"] = {"reference": f"Encounter/{ctx.encounter_id}"}
+            request["encounter"] = reference(ctx.encounter_id, "Encounter")
         return request
 
     def monitoring_card(self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]) -> JSON:

@@ -21,6 +21,7 @@ from typing import Any
 from cds_service.clinical.assessment import CONFIRMED, INDETERMINATE, NOT_DEFICIENT, Finding
 from cds_service.clinical.regimen import Plan, Schedule
 from cds_service.engine import Engine, bundle_resources
+from cds_service.fhir.medication_requests import reference
 from cds_service.plan_operation.artifacts import canonical, phase_condition
 
 JSON = dict[str, Any]
@@ -169,10 +170,6 @@ def data_resources(bundle: Mapping[str, Any], patient_id: str) -> list[Mapping[s
 # -- the answer ---------------------------------------------------------------------------------
 
 
-def _reference(value: str, default_type: str) -> JSON:
-    return {"reference": value if "/" in value else f"{default_type}/{value}"}
-
-
 def proposed_schedule(plan: Plan) -> Schedule | None:
     """The schedule the answer proposes: the recommended one, unless no new course is due (S7)."""
     if plan.recommended is not None and plan.assessment.new_course:
@@ -292,7 +289,7 @@ def _request_group(
         "action": actions,
     }
     if encounter:
-        group["encounter"] = _reference(encounter, "Encounter")
+        group["encounter"] = reference(encounter, "Encounter")
     return group
 
 
@@ -354,7 +351,7 @@ def care_plan(engine: Engine, plan_definition: JSON, plan: Plan, request: ApplyR
     if contained:
         resource["contained"] = contained
     if request.encounter:
-        resource["encounter"] = _reference(request.encounter, "Encounter")
+        resource["encounter"] = reference(request.encounter, "Encounter")
     if issues:
         resource["supportingInfo"] = [{"reference": f"#{i['id']}"} for i in issues]
     if activity:

@@ -575,3 +575,18 @@ async def test_auth_off_is_logged_at_start_up_and_on_each_call(
             await c.post(PV, json=golden_request("t6-unspecified-low-b12", "patient-view"))
     assert at_start == 1
     assert sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records) == 3
+
+
+async def test_an_encounter_id_given_as_a_reference_is_not_prefixed_again() -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    body["context"]["encounterId"] = "Encounter/enc-9"
+    async with client() as c:
+        cards = (await c.post(PV, json=body)).json()["cards"]
+    encounters = {
+        action["resource"]["encounter"]["reference"]
+        for card in cards
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion["actions"]
+        if "encounter" in action.get("resource", {})
+    }
+    assert encounters == {"Encounter/enc-9"}
