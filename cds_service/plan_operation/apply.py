@@ -368,7 +368,7 @@ def apply(
     request: ApplyRequest,
     resources: list[Mapping[str, Any]],
     start: date,
-) -> tuple[Plan, JSON]:
+) -> JSON:
     """Run the engine on the record and answer with the CarePlan (InvalidResourceError passes)."""
     plan = engine.plan(
         resources,
@@ -376,4 +376,4 @@ def apply(
         profile=profile,
         patient_id=request.patient_id,
     )
-    return plan, care_plan(engine, plan_definition, plan, request)
+    return care_plan(engine, plan_definition, plan, request)

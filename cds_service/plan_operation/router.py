@@ -232,7 +232,7 @@ def build_router(
                     resources = data_resources(parsed.data, parsed.patient_id)
                 else:
                     resources = await _record(request, parsed.patient_id)
-                _, answer = apply(
+                answer = apply(
                     knowledge.engine,
                     plan_definition,
                     profile,
@@ -273,6 +273,3 @@ def build_router(
         return await run(request, resource_id, read)
 
     return api
-
-
-router = build_router()
