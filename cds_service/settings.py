@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cds_service.urls import is_loopback_host, parse_url
+
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
@@ -110,3 +112,15 @@ class Settings:
                 raise SettingsError("CDS_CLIENTS_FILE is required when CDS_AUTH is on")
         if self.max_body_bytes < 1024:
             raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")
+        if self.fhir_base_url is not None:
+            # $apply sends the access token there: the allowlist's URL rules apply.
+            base = parse_url(self.fhir_base_url)
+            if base is None or base.query:
+                raise SettingsError(
+                    "CDS_FHIR_BASE_URL must be an absolute http(s) URL without user info, "
+                    "query, fragment or dot segments"
+                )
+            if self.auth and base.scheme != "https" and not is_loopback_host(base.host):
+                raise SettingsError(
+                    "CDS_FHIR_BASE_URL must use https when CDS_AUTH is on (http only for loopback)"
+                )

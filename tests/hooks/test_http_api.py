@@ -590,3 +590,18 @@ async def test_an_encounter_id_given_as_a_reference_is_not_prefixed_again() -> N
         if "encounter" in action.get("resource", {})
     }
     assert encounters == {"Encounter/enc-9"}
+
+
+def test_a_fhir_base_url_that_cannot_be_used_stops_start_up() -> None:
+    authed = {"CDS_PUBLIC_BASE_URL": "https://cds.example.org", "CDS_CLIENTS_FILE": "x.json"}
+    for env in (
+        {"CDS_AUTH": "off", "CDS_FHIR_BASE_URL": "not a url"},
+        {"CDS_AUTH": "off", "CDS_FHIR_BASE_URL": "https://user@ehr.example.org/fhir"},
+        {"CDS_AUTH": "on", **authed, "CDS_FHIR_BASE_URL": "http://ehr.example.org/fhir"},
+    ):
+        with pytest.raises(SettingsError, match="CDS_FHIR_BASE_URL"):
+            Settings.from_env(env)
+    ok = Settings.from_env(
+        {"CDS_AUTH": "on", **authed, "CDS_FHIR_BASE_URL": "http://127.0.0.1:8080/fhir"}
+    )
+    assert ok.fhir_base_url == "http://127.0.0.1:8080/fhir"
