@@ -57,9 +57,7 @@ def read_qualitative(
     interpretations = {
         str(c.get("code"))
         for concept in _array(res.get("interpretation"))
-        if isinstance(concept, OBJECT)
         for c in _array(concept.get("coding"))
-        if isinstance(c, OBJECT)
     }
     words: list[str] = []
     value = res.get("valueCodeableConcept")
