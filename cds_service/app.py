@@ -46,6 +46,7 @@ from cds_service.hooks.models import (
     parse_hook_request,
 )
 from cds_service.hooks.prefetch import (
+    INVALID_FETCHED,
     Fetcher,
     MissingPrefetch,
     PrefetchError,
@@ -298,8 +299,12 @@ def create_app(
         except MissingPrefetch as exc:
             raise ApiError(
                 412,
-                "required FHIR data is missing from the prefetch and could not be fetched",
-                extra={"missing": sorted(exc.details)},
+                "required FHIR data is missing from the prefetch and could not be fetched: "
+                + "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details)),
+                extra={
+                    "missing": sorted(exc.details),
+                    "reasons": dict(sorted(exc.details.items())),
+                },
             ) from None
         today = request.app.state.clock()
         try:
@@ -309,10 +314,11 @@ def create_app(
         except InvalidResourceError as exc:
             key = record.fetched_references.get(exc.reference)
             if key is not None:
+                reason = f"{INVALID_FETCHED}: {exc}"
                 raise ApiError(
                     412,
-                    "FHIR data fetched from the FHIR server is not valid FHIR R4",
-                    extra={"missing": [key]},
+                    f"FHIR data fetched from the FHIR server is not valid FHIR R4: {key}: {reason}",
+                    extra={"missing": [key], "reasons": {key: reason}},
                 ) from None
             raise ApiError(400, str(exc)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:

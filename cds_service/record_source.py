@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from cds_service.fetch import DataUnavailable
-from cds_service.hooks.prefetch import INVALID_FETCHED, Fetcher, PrefetchError, resources_of
+from cds_service.hooks.prefetch import (
+    INVALID_FETCHED,
+    Fetcher,
+    PrefetchError,
+    RecordScope,
+    resources_of,
+)
 from cds_service.hooks.prefetch_templates import PREFETCH, REQUIRED_KEYS, render
 from cds_service.plan_operation.router import RecordUnavailableError
 
@@ -27,7 +33,10 @@ class FhirRecordSource:
 
     async def __call__(self, patient_id: str) -> list[Mapping[str, Any]]:
         if not self._base_url:
-            raise RecordUnavailableError("CDS_FHIR_BASE_URL is not set")
+            raise RecordUnavailableError(
+                "CDS_FHIR_BASE_URL is not set, so no FHIR server is configured to read the "
+                "record from: give the record as 'data'"
+            )
         queries = {key: render(t, {"patientId": patient_id}) for key, t in PREFETCH.items()}
         try:
             answers = await self._fetcher.fetch(
@@ -39,12 +48,15 @@ class FhirRecordSource:
                 optional=frozenset(queries) - set(REQUIRED_KEYS),
             )
         except DataUnavailable as exc:
-            raise RecordUnavailableError(", ".join(sorted(exc.details))) from None
+            raise RecordUnavailableError(
+                "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details))
+            ) from None
         # Read as a hook call reads the same answers: right types per key, this patient only.
         resources: list[Mapping[str, Any]] = []
+        scope = RecordScope(base_url=self._base_url)
         for key, value in answers.items():
             try:
-                found = resources_of(key, value, patient_id)
+                found = resources_of(key, value, patient_id, scope)
             except PrefetchError:
                 if key in REQUIRED_KEYS:
                     raise RecordUnavailableError(f"{key}: {INVALID_FETCHED}") from None

@@ -9,6 +9,7 @@ borderline. Status filtering follows protocol section 1.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -112,11 +113,32 @@ def _validate(resource: Resource) -> None:
     try:
         get_fhir_model_class(kind).model_validate(resource)
     except (ValidationError, ValueError, TypeError) as exc:
-        count = len(exc.errors()) if isinstance(exc, ValidationError) else 1
         reference = resource_reference(resource)
-        raise InvalidResourceError(
-            f"{reference} is not valid FHIR R4 ({count} error(s))", reference
-        ) from None
+        if isinstance(exc, ValidationError):
+            paths = sorted({element_path(e["loc"]) for e in exc.errors()})
+            where = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            message = f"{reference} is not valid FHIR R4 at {where}"
+        else:
+            message = f"{reference} is not valid FHIR R4"
+        raise InvalidResourceError(message, reference) from None
+
+
+def element_path(loc: Iterable[int | str]) -> str:
+    """`code.coding[0].system` from a validation error location (the value is never shown).
+
+    Names that are not FHIR element names (an unknown key is whatever the client sent) are
+    shown as `?`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if _ELEMENT_NAME.fullmatch(part) else "?"
+            out += f".{name}" if out else name
+    return out or "(resource)"
+
+
+_ELEMENT_NAME = re.compile(r"[a-z][A-Za-z0-9_]{0,63}")
 
 
 class CheckedResults(Mapping[str, LabResult]):

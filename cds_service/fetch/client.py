@@ -261,21 +261,27 @@ class FhirFetcher:
         *,
         allow: Sequence[str] = (),
         optional: Set[str] = frozenset(),
+        next_pages: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Returns prefetch key -> FHIR JSON: the resource for a read, one searchset Bundle
         holding every page's entries for a search. Raises ``DataUnavailable`` naming every
         failed key not in ``optional``; a failed optional key maps to an OperationOutcome
-        (see ``unavailable_outcome``). ``allow`` adds allowlist prefixes for this call only."""
-        if not queries:
+        (see ``unavailable_outcome``). ``allow`` adds allowlist prefixes for this call only.
+        ``next_pages`` maps keys of paginated prefetch Bundles to their ``next`` URL: their
+        answer is one searchset Bundle of the entries of the pages from there on (the first
+        page, the client's, counts against ``max_pages``)."""
+        next_pages = dict(next_pages or {})
+        keys = [*queries, *(k for k in next_pages if k not in queries)]
+        if not keys:
             return {}
         reasons: dict[str, str] = {}
         results: dict[str, Any] = {}
         if not fhir_server:
-            reasons = dict.fromkeys(queries, REASON_NO_SERVER)
+            reasons = dict.fromkeys(keys, REASON_NO_SERVER)
         elif not self.allowlist.allows(fhir_server, allow):
-            reasons = dict.fromkeys(queries, REASON_NOT_ALLOWED)
+            reasons = dict.fromkeys(keys, REASON_NOT_ALLOWED)
         elif access_token is not None and not _TOKEN.fullmatch(access_token):
-            reasons = dict.fromkeys(queries, REASON_BAD_TOKEN)
+            reasons = dict.fromkeys(keys, REASON_BAD_TOKEN)
         if reasons:
             for key, reason in reasons.items():
                 logger.warning("FHIR fetch skipped: key=%r reason=%s", key, reason)
@@ -288,9 +294,19 @@ class FhirFetcher:
             loop = asyncio.get_running_loop()
             start = loop.time()
             deadline_at = start + self.deadline
-            keys = list(queries)
             outcomes = await asyncio.gather(
-                *(self._timed(key, base, queries[key], headers, start, deadline_at) for key in keys)
+                *(
+                    self._timed(
+                        key,
+                        base,
+                        queries.get(key),
+                        next_pages.get(key),
+                        headers,
+                        start,
+                        deadline_at,
+                    )
+                    for key in keys
+                )
             )
             for key, (ok, value) in zip(keys, outcomes, strict=True):
                 if ok:
@@ -316,22 +332,30 @@ class FhirFetcher:
         self,
         key: str,
         base: str,
-        query: str,
+        query: str | None,
+        next_url: str | None,
         headers: dict[str, str],
         start: float,
         deadline_at: float,
     ) -> tuple[bool, Any]:
-        """Runs one query to completion; returns (True, data) or (False, reason)."""
+        """Runs one query (or the rest of a paginated one, from ``next_url``) to completion;
+        returns (True, data) or (False, reason)."""
         began = time.perf_counter()
-        parsed = parse_query(query)
+        parsed = parse_query(query) if query is not None else None
         kind = parsed.resource_type if parsed is not None else "?"
         status: list[int] = []
         per_query = start + self.timeout <= deadline_at
         try:
-            if parsed is None:
-                raise _Unavailable(REASON_BAD_QUERY)
             async with asyncio.timeout_at(min(start + self.timeout, deadline_at)):
-                data = await self._run(base, query, parsed, headers, status)
+                if next_url is not None:
+                    url = urljoin(base + "/", next_url)
+                    if not is_under(url, base):
+                        raise _Unavailable(REASON_NEXT_OFF_SERVER)
+                    data = await self._search(base, url, headers, status, pages_before=1)
+                elif parsed is None or query is None:
+                    raise _Unavailable(REASON_BAD_QUERY)
+                else:
+                    data = await self._run(base, query, parsed, headers, status)
         except _Unavailable as exc:
             reason = exc.reason
         except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too.
@@ -381,7 +405,18 @@ class FhirFetcher:
             if resource.get("id", parsed.resource_id) != parsed.resource_id:
                 raise _Unavailable(f"answer is a different {parsed.resource_type}")
             return resource
+        return await self._search(base, url, headers, status)
 
+    async def _search(
+        self,
+        base: str,
+        url: str,
+        headers: dict[str, str],
+        status: list[int],
+        *,
+        pages_before: int = 0,
+    ) -> dict[str, Any]:
+        """Every page of a search from ``url`` on, as one searchset Bundle."""
         entries: list[dict[str, Any]] = []
         while True:
             bundle = await self._get(url, headers, status)
@@ -391,7 +426,7 @@ class FhirFetcher:
             next_url = _next_link(bundle)
             if next_url is None:
                 break
-            if len(status) >= self.max_pages:
+            if pages_before + len(status) >= self.max_pages:
                 raise _Unavailable(f"more than {self.max_pages} pages of results")
             url = urljoin(base + "/", next_url)
             if not is_under(url, base):

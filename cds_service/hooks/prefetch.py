@@ -9,7 +9,6 @@ that stays missing makes the request fail with 412 (CDS Hooks 2.0).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 
 from cds_service.clinical.extract import resource_reference
 from cds_service.clinical.raw import OBJECT
+from cds_service.clinical.references import full_urls_of, subject_mismatch
 from cds_service.hooks.models import HookRequest
 from cds_service.hooks.prefetch_templates import (
     KEY_TYPES,
@@ -26,10 +26,10 @@ from cds_service.hooks.prefetch_templates import (
     render,
 )
 
-logger = logging.getLogger("cds_service.hooks")
-
 #: Why a fetched key counts as missing when its answer is not usable FHIR (fetcher and hook layer).
 INVALID_FETCHED = "invalid FHIR in the answer"
+#: Why a paginated prefetch key is not yet complete.
+PAGINATED = "the prefetch Bundle has more pages (link next)"
 
 Resource = dict[str, Any]
 
@@ -47,7 +47,9 @@ class Fetcher(Protocol):
 
     `queries` maps prefetch keys to rendered relative URLs (`Condition?patient=123&...`).
     Returns key -> the JSON the server answered (a Bundle or a resource) for every key it could
-    fetch; raises DataUnavailable naming the keys it could not.
+    fetch; raises DataUnavailable naming the keys it could not. `next_pages` maps keys of
+    paginated prefetch Bundles to their `next` URL: the answer for such a key is a Bundle of
+    the remaining pages' entries (it is passed only when there are any).
     """
 
     async def fetch(
@@ -58,6 +60,7 @@ class Fetcher(Protocol):
         *,
         allow: Sequence[str] = (),
         optional: AbstractSet[str] = frozenset(),
+        next_pages: Mapping[str, str] | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -87,19 +90,9 @@ class ResolvedRecord:
     fetched_references: Mapping[str, str] = field(default_factory=dict)
 
 
-def _other_patient(value: Any, own: str) -> bool:
-    """Whether a reference (`subject`, `patient`) points at a Patient other than `own`
-    ("Patient/<id>"); an absolute URL is compared by its last two segments."""
-    if not isinstance(value, dict):
-        return False
-    reference = value.get("reference")
-    if not isinstance(reference, str) or reference == own:
-        return False
-    parts = reference.rstrip("/").rsplit("/", 2)
-    return len(parts) >= 2 and parts[-2] == "Patient" and f"Patient/{parts[-1]}" != own
-
-
-def _check_resource(key: str, resource: Any, patient_id: str) -> Resource | None:
+def _check_resource(
+    key: str, resource: Any, patient_id: str, scope: RecordScope
+) -> Resource | None:
     """The resource if it belongs under `key`; None for an OperationOutcome inside a Bundle."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise PrefetchError(f"prefetch.{key} holds an entry that is not a FHIR resource")
@@ -117,18 +110,49 @@ def _check_resource(key: str, resource: Any, patient_id: str) -> Resource | None
         if resource.get("id") not in (None, patient_id):
             raise PrefetchError(f"prefetch.{key} is a different patient than context.patientId")
     else:
-        own = f"Patient/{patient_id}"
-        if _other_patient(resource.get("subject"), own) or _other_patient(
-            resource.get("patient"), own
-        ):
+        element = subject_mismatch(
+            resource, patient_id, base_url=scope.base_url, full_urls=scope.full_urls
+        )
+        if element is not None:
             raise PrefetchError(
-                f"prefetch.{key} holds a {kind} of a different patient than context.patientId"
+                f"prefetch.{key} holds a {kind} whose {element} is not context.patientId "
+                "(another patient, or a reference that cannot be resolved to this patient)"
             )
     return resource
 
 
-def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None:
-    """The resources a prefetch value holds; None when it stands for missing data."""
+@dataclass(frozen=True)
+class RecordScope:
+    """What subject references are resolved against: the FHIR server the record comes from
+    (absolute URLs) and the `fullUrl`s of the request's Bundles (`urn:uuid:` references)."""
+
+    base_url: str | None = None
+    full_urls: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def next_page(value: Any) -> str | None:
+    """The `link` `next` URL of a Bundle (a paginated search result), else None."""
+    if not isinstance(value, OBJECT) or value.get("resourceType") != "Bundle":
+        return None
+    links = value.get("link")
+    for link in links if isinstance(links, list) else ():
+        if isinstance(link, OBJECT) and link.get("relation") == "next":
+            url = link.get("url")
+            return url if isinstance(url, str) and url else PAGINATED_WITHOUT_URL
+    return None
+
+
+#: `next_page` of a Bundle whose `next` link has no usable URL: paginated, not followable.
+PAGINATED_WITHOUT_URL = ""
+
+
+def resources_of(
+    key: str, value: Any, patient_id: str, scope: RecordScope | None = None
+) -> list[Resource] | None:
+    """The resources a prefetch value holds; None when it stands for missing data.
+
+    A paginated Bundle gives its first page only: `next_page` says whether there is more."""
+    scope = scope or RecordScope()
     if value is None:
         return []
     if not isinstance(value, OBJECT) or not isinstance(value.get("resourceType"), str):
@@ -137,7 +161,7 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
     if kind == "OperationOutcome":
         return None
     if kind != "Bundle":
-        checked = _check_resource(key, value, patient_id)
+        checked = _check_resource(key, value, patient_id, scope)
         return [checked] if checked is not None else []
     entries = value.get("entry", [])
     if entries is None:
@@ -150,16 +174,9 @@ def resources_of(key: str, value: Any, patient_id: str) -> list[Resource] | None
             raise PrefetchError(f"prefetch.{key}.entry holds an item that is not an object")
         if "resource" not in entry:
             continue
-        checked = _check_resource(key, entry["resource"], patient_id)
+        checked = _check_resource(key, entry["resource"], patient_id, scope)
         if checked is not None:
             out.append(checked)
-    links = value.get("link")
-    if isinstance(links, list) and any(
-        isinstance(link, OBJECT) and link.get("relation") == "next" for link in links
-    ):
-        # CDS Hooks allows paginated prefetch; following `next` needs the FHIR server, which is
-        # the fetch module's job. Using the first page may miss records: log it (no PHI).
-        logger.warning("prefetch %s is paginated; only the first page was used", key)
     return out
 
 
@@ -178,15 +195,29 @@ def unavailable_reason(value: Any) -> str | None:
     return "data unavailable"
 
 
-def draft_orders_of(context: Mapping[str, Any]) -> list[Resource]:
+def draft_orders_of(
+    context: Mapping[str, Any], patient_id: str, scope: RecordScope
+) -> list[Resource]:
+    """The resources of `context.draftOrders`; a draft for another patient is refused (400)."""
     bundle = context.get("draftOrders")
     if not isinstance(bundle, OBJECT):
         return []
-    return [
-        dict(e["resource"])
-        for e in bundle.get("entry") or ()
-        if isinstance(e, OBJECT) and isinstance(e.get("resource"), OBJECT)
-    ]
+    out = []
+    for e in bundle.get("entry") or ():
+        if not isinstance(e, OBJECT) or not isinstance(e.get("resource"), OBJECT):
+            continue
+        resource = dict(e["resource"])
+        element = subject_mismatch(
+            resource, patient_id, base_url=scope.base_url, full_urls=scope.full_urls
+        )
+        if element is not None:
+            raise PrefetchError(
+                f"context.draftOrders holds a {resource['resourceType']} whose {element} is not "
+                "context.patientId (another patient, or a reference that cannot be resolved to "
+                "this patient)"
+            )
+        out.append(resource)
+    return out
 
 
 async def resolve(
@@ -194,32 +225,53 @@ async def resolve(
 ) -> ResolvedRecord:
     """Collect the resources of every prefetch key, fetching the missing ones if possible.
 
-    Raises PrefetchError (400) for values that are not FHIR of the right type and
-    MissingPrefetch (412) when a required key is missing and cannot be fetched.
+    A paginated prefetch Bundle (`link` `next`) is completed by following its remaining pages
+    through the fetcher; when that is impossible the key counts as missing, since a partial
+    record can hide the result that changes the answer. Raises PrefetchError (400) for values
+    that are not FHIR of the right type or of another patient, and MissingPrefetch (412) when
+    a required key is missing and cannot be fetched.
     """
     patient_id = str(request.context["patientId"])
     prefetch = request.prefetch or {}
+    scope = RecordScope(
+        base_url=request.fhirServer,
+        full_urls=full_urls_of(*prefetch.values(), request.context.get("draftOrders")),
+    )
     found: dict[str, list[Resource]] = {}
     missing: dict[str, str] = {}
+    continuations: dict[str, str] = {}
     for key in PREFETCH:
         if key not in prefetch:
             missing[key] = "not in prefetch"
             continue
-        resources = resources_of(key, prefetch[key], patient_id)
+        resources = resources_of(key, prefetch[key], patient_id, scope)
         if resources is None:
             missing[key] = "the client reported an error (OperationOutcome)"
-        else:
+            continue
+        following = next_page(prefetch[key])
+        if following is None:
             found[key] = resources
+        elif following == PAGINATED_WITHOUT_URL:
+            missing[key] = f"{PAGINATED}, and its next link has no URL"
+        else:
+            # The first page is kept and completed by the pages the fetcher follows.
+            found[key] = resources
+            continuations[key] = following
+            missing[key] = PAGINATED
+    draft_orders = draft_orders_of(request.context, patient_id, scope)
 
     references: dict[str, str] = {}
     if missing and fetcher is not None and request.fhirServer:
         queries: dict[str, str] = {}
         for key in missing:
+            if key in continuations:
+                continue
             try:
                 queries[key] = render(PREFETCH[key], request.context)
             except UnresolvedTokenError:
                 continue
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        asked = set(queries) | set(continuations)
         answers: dict[str, Any] = {}
         try:
             # Optional keys that fail come back as OperationOutcomes instead of failing the call.
@@ -228,35 +280,44 @@ async def resolve(
                 token,
                 queries,
                 allow=allow,
-                optional=frozenset(queries) - set(REQUIRED_KEYS),
+                optional=frozenset(asked) - set(REQUIRED_KEYS),
+                **({"next_pages": continuations} if continuations else {}),
             )
         except DataUnavailable as exc:
             for key, reason in exc.details.items():
                 if key in missing:
-                    missing[key] = reason
+                    missing[key] = (
+                        f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
+                    )
             answers = {}
         for key, value in answers.items():
             if key not in missing:
                 continue
             try:
-                resources = resources_of(key, value, patient_id)
-            except PrefetchError:
+                resources = resources_of(key, value, patient_id, scope)
+            except PrefetchError as exc:
                 # Fetched data that is not usable FHIR is data the service cannot get.
-                missing[key] = INVALID_FETCHED
+                missing[key] = f"{INVALID_FETCHED}: {exc}"
                 continue
             if resources is not None:
-                found[key] = resources
+                found[key] = found.get(key, []) + resources if key in continuations else resources
                 del missing[key]
                 for resource in resources:
                     references[resource_reference(resource)] = key
             else:
-                missing[key] = unavailable_reason(value) or "the FHIR server reported an error"
+                reason = unavailable_reason(value) or "the FHIR server reported an error"
+                missing[key] = (
+                    f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
+                )
     elif missing and fetcher is None:
         for key in missing:
             missing[key] += "; no FHIR fetch configured"
     elif missing:
         for key in missing:
             missing[key] += "; no fhirServer given"
+    for key in missing:
+        # Never a partial record: the first page of a key that could not be completed is dropped.
+        found.pop(key, None)
 
     required_missing = {k: v for k, v in missing.items() if k in REQUIRED_KEYS}
     if required_missing:
@@ -264,7 +325,7 @@ async def resolve(
     return ResolvedRecord(
         patient_id=patient_id,
         resources=tuple(r for key in PREFETCH for r in found.get(key, ())),
-        draft_orders=tuple(draft_orders_of(request.context)),
+        draft_orders=tuple(draft_orders),
         missing=missing,
         fetched_references=references,
     )

@@ -19,9 +19,12 @@ from datetime import date
 from typing import Any
 
 from cds_service.clinical.assessment import CONFIRMED, INDETERMINATE, NOT_DEFICIENT, Finding
+from cds_service.clinical.extract import resource_reference
+from cds_service.clinical.references import full_urls_of, subject_mismatch
 from cds_service.clinical.regimen import Plan, Schedule
 from cds_service.engine import Engine, bundle_resources
 from cds_service.fhir.medication_requests import reference
+from cds_service.hooks.prefetch import next_page
 from cds_service.plan_operation.artifacts import canonical, phase_condition
 
 JSON = dict[str, Any]
@@ -160,10 +163,22 @@ def data_resources(bundle: Mapping[str, Any], patient_id: str) -> list[Mapping[s
     """The Bundle's resources; the Bundle must be about the subject when it holds a Patient."""
     if not isinstance(bundle.get("entry", []), list):
         raise DataError("Bundle.entry must be a list")
+    if next_page(bundle) is not None:
+        raise DataError("the data Bundle is paginated (link next); give the whole record")
     resources = bundle_resources(bundle)
     patients = [r.get("id") for r in resources if r.get("resourceType") == "Patient"]
     if patients and patient_id not in patients:
         raise DataError("the data Bundle holds no Patient resource for the subject")
+    full_urls = full_urls_of(bundle)
+    for resource in resources:
+        if resource.get("resourceType") == "Patient":
+            continue
+        element = subject_mismatch(resource, patient_id, full_urls=full_urls)
+        if element is not None:
+            raise DataError(
+                f"{resource_reference(resource)} in the data Bundle has a {element} that is not "
+                "the subject (another patient, or a reference that cannot be resolved to it)"
+            )
     return resources
 
 

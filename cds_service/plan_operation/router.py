@@ -175,7 +175,13 @@ async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
         )
     try:
         record = await source(patient_id)
-    except (RecordUnavailableError, LookupError, OSError, TimeoutError) as exc:
+    except RecordUnavailableError as exc:
+        # Its message is built by the service (setting names, prefetch keys, fixed reasons).
+        log.warning("record source failed: %s", exc)
+        raise OperationError(
+            412, "not-found", f"the patient's record is unavailable: {exc}"
+        ) from None
+    except (LookupError, OSError, TimeoutError) as exc:
         log.warning("record source failed: %s", type(exc).__name__)
         raise OperationError(412, "transient", "the patient's record is unavailable") from None
     if isinstance(record, Mapping) and record.get("resourceType") == "Bundle":

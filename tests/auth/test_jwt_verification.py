@@ -231,9 +231,16 @@ def test_jku_under_configured_url_is_fetched_there(
     assert jwks_server.hits == [jwks_server.path + "/v2"]
 
 
-def test_jku_with_inline_client_fails(verifier: JwtVerifier, inline_key: SigningKey) -> None:
-    token = make_token(inline_key, inline_key.kid, INLINE_ISS, AUD, jku="https://x.example/j")
-    assert "jku" in rejected(verifier, f"Bearer {token}")
+def test_jku_with_inline_client_uses_the_configured_keys_and_never_fetches(
+    verifier: JwtVerifier, inline_key: SigningKey, evil_server: JwksServer
+) -> None:
+    token = make_token(inline_key, inline_key.kid, INLINE_ISS, AUD, jku=evil_server.url)
+    assert verify(verifier, token).iss == INLINE_ISS
+    # A kid the configured keys lack is refused, and the jku is not fetched for it either.
+    stranger = new_ec_key("not-configured")
+    token = make_token(stranger, stranger.kid, INLINE_ISS, AUD, jku=evil_server.url)
+    assert "kid" in rejected(verifier, f"Bearer {token}")
+    assert evil_server.hits == []
 
 
 def test_unknown_kid_fails(verifier: JwtVerifier, ec_key: SigningKey) -> None:

@@ -1,0 +1,118 @@
+"""Whose record is this? One reading of FHIR references for every subject comparison.
+
+A resource belongs to the patient in context only when its `subject` / `patient` reference can
+be shown to name that patient. Every place that compares a subject (prefetch, fallback fetch,
+draft orders, `$apply` data) asks `subject_mismatch`, so they cannot read references
+differently: `Patient/other/_history/1`, `{"reference": "other", "type": "Patient"}`, an absolute
+URL on another server, or `urn:uuid:` of another entry all name someone else.
+
+Pure: no FastAPI, no HTTP client.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cds_service.clinical.raw import OBJECT
+
+#: The reference elements that name the patient a clinical resource is about.
+SUBJECT_FIELDS = ("subject", "patient")
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def _split_relative(path: str) -> tuple[str, str] | None:
+    """`Type/id` or `Type/id/_history/v` (the tail of a relative or absolute reference)."""
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or not _TYPE.fullmatch(parts[-2]) or not _ID.fullmatch(parts[-1]):
+        return None
+    return parts[-2], parts[-1]
+
+
+def target_of(
+    reference: Any,
+    *,
+    base_url: str | None = None,
+    full_urls: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[str, str] | None:
+    """(type, id) a Reference object names, or None when it cannot be resolved.
+
+    `base_url` is the FHIR server the record comes from: an absolute URL is resolved only
+    beneath it (the same id on another server is another patient). `full_urls` maps the
+    `fullUrl` of Bundle entries to their resources, for `urn:uuid:` references.
+    """
+    if not isinstance(reference, OBJECT):
+        return None
+    ref = reference.get("reference")
+    declared = reference.get("type")
+    if declared is not None and not isinstance(declared, str):
+        return None
+    if not isinstance(ref, str) or not ref:
+        return None
+    target: tuple[str, str] | None
+    entry = (full_urls or {}).get(ref)
+    if entry is not None:
+        # The Bundle holds the resource it names: its own type and id are what count.
+        kind, rid = entry.get("resourceType"), entry.get("id")
+        target = (kind, rid) if isinstance(kind, str) and isinstance(rid, str) else None
+    elif ref.startswith(("urn:", "#")):
+        return None
+    elif ref.startswith(("http://", "https://")):
+        if base_url is None:
+            return None
+        base = base_url.rstrip("/") + "/"
+        if not ref.startswith(base):
+            return None
+        target = _split_relative(ref[len(base) :])
+    elif "/" not in ref:
+        # A bare id is a reference only together with its type.
+        target = (declared, ref) if declared and _ID.fullmatch(ref) else None
+    else:
+        target = _split_relative(ref)
+        if target is not None and ref.count("/") not in (1, 3):
+            target = None
+    if target is not None and declared is not None and declared != target[0]:
+        return None
+    return target
+
+
+def subject_mismatch(
+    resource: Mapping[str, Any],
+    patient_id: str,
+    *,
+    base_url: str | None = None,
+    full_urls: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str | None:
+    """The element (`subject` or `patient`) naming someone other than `patient_id`, else None.
+
+    A reference that cannot be resolved counts as someone else: it cannot be shown to be the
+    patient. An absent element is not a mismatch (prefetch and fetch queries are patient-scoped).
+    """
+    for name in SUBJECT_FIELDS:
+        if name not in resource or resource[name] is None:
+            continue
+        target = target_of(resource[name], base_url=base_url, full_urls=full_urls)
+        if target != ("Patient", patient_id):
+            return name
+    return None
+
+
+def full_urls_of(*bundles: Any) -> dict[str, Mapping[str, Any]]:
+    """`fullUrl` -> resource over the entries of the given Bundles (others are skipped)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for bundle in bundles:
+        if not isinstance(bundle, OBJECT):
+            continue
+        entries = bundle.get("entry")
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, OBJECT):
+                continue
+            url, resource = entry.get("fullUrl"), entry.get("resource")
+            if isinstance(url, str) and isinstance(resource, OBJECT):
+                out[url] = resource
+    return out
