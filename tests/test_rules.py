@@ -42,6 +42,38 @@ def test_D1_ignores_refuted_resolved_and_entered_in_error_conditions() -> None:
         assert plan(record).assessment.status == "unknown"
 
 
+UNCONFIRMED = ("provisional", "differential", "unconfirmed")
+
+
+def test_D1_amended_an_unconfirmed_diagnosis_does_not_confirm() -> None:
+    for verification in UNCONFIRMED:
+        alone = plan(Record().condition(ICD, "D51.9", verification=verification)).assessment
+        assert (alone.status, alone.deficiency_rules) == ("unknown", ("D6",))
+        assert [e.reference for e in alone.unconfirmed_evidence] == ["Condition/cond-1"]
+        borderline = plan(Record().condition(ICD, "D51.9", verification=verification).b12(185))
+        assert borderline.assessment.deficiency_rules == ("D4",)
+        assert borderline.recommended is None
+    # No verificationStatus at all counts as before.
+    record = Record().condition(ICD, "D51.9")
+    del record.resources[-1]["verificationStatus"]
+    assert plan(record).assessment.deficiency_rules == ("D1",)
+
+
+def test_D1_amended_an_unconfirmed_cause_does_not_set_the_type() -> None:
+    a = plan(low_b12().condition(SNOMED, "84027009", verification="differential")).assessment
+    assert (a.status, a.type) == ("confirmed", "unspecified")
+    assert any("unconfirmed" in e.text for e in a.unconfirmed_evidence)
+    gastrectomy = plan(low_b12().condition(ICD, "Z90.3", verification="provisional")).assessment
+    assert gastrectomy.type == "unspecified" and not gastrectomy.lifelong
+    confirmed = plan(low_b12().condition(SNOMED, "84027009")).assessment
+    assert confirmed.type == "pernicious-anemia" and not confirmed.unconfirmed_evidence
+
+
+def test_D1_amended_safety_rules_still_heed_an_unconfirmed_condition() -> None:
+    p = plan(low_b12().condition(ICD, "H47.22", verification="provisional"))
+    assert "S5" in flags(p) and p.recommended is None
+
+
 def test_D1_matches_icd10cm_with_and_without_the_dot() -> None:
     assert plan(Record().condition(ICD, "D519")).assessment.status == "confirmed"
     assert plan(Record().condition(SNOMED, "190634004")).assessment.status == "confirmed"

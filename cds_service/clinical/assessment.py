@@ -44,6 +44,9 @@ class Assessment:
     cause_evidence: tuple[Evidence, ...]
     findings: tuple[Finding, ...]
     b12_therapy: tuple[CodedRecord, ...]
+    #: Diagnoses recorded as provisional, differential or unconfirmed that would otherwise have
+    #: confirmed the deficiency (D1) or set its type: shown, never used (protocol D1 amended).
+    unconfirmed_evidence: tuple[Evidence, ...] = ()
 
     @property
     def type(self) -> str | None:
@@ -111,7 +114,9 @@ class Assessor:
         type_rule: TypeRule | None = None
         causes: list[Cause] = []
         cause_evidence: list[Evidence] = []
+        unconfirmed = self._unconfirmed_deficiency(facts)
         if status == CONFIRMED:
+            scope.conditions = "confirmed"
             for rule in self.protocol.rules.type_rules:
                 for cause in rule.causes:
                     ok, found = evaluate(cause.when, scope)
@@ -121,6 +126,8 @@ class Assessor:
                 if causes:
                     type_rule = rule
                     break
+            unconfirmed += self._unconfirmed_causes(scope, causes)
+            scope.conditions = "all"
 
         findings = []
         for s_rule in self.protocol.rules.safety_rules:
@@ -141,7 +148,37 @@ class Assessor:
             cause_evidence=tuple(_unique(cause_evidence)),
             findings=tuple(findings),
             b12_therapy=therapy,
+            unconfirmed_evidence=tuple(_unique(unconfirmed)),
         )
+
+    def _unconfirmed_deficiency(self, facts: Facts) -> list[Evidence]:
+        return [
+            Evidence(r.reference, f"{r.label} (recorded as unconfirmed)", r.date)
+            for r in facts.conditions
+            if r.unconfirmed and self.codes.matches("b12_deficiency", r.codings, r.words)
+        ]
+
+    def _unconfirmed_causes(self, scope: Scope, found: list[Cause]) -> list[Evidence]:
+        """Causes that only an unconfirmed Condition would have given."""
+        unconfirmed = {c.reference for c in scope.facts.conditions if c.unconfirmed}
+        out: list[Evidence] = []
+        if not unconfirmed:
+            return out
+        for rule in self.protocol.rules.type_rules:
+            for cause in rule.causes:
+                if cause in found:
+                    continue
+                scope.conditions = "confirmed"
+                if evaluate(cause.when, scope)[0]:
+                    continue
+                scope.conditions = "unconfirmed"
+                ok, evidence = evaluate(cause.when, scope)
+                out += [
+                    Evidence(e.reference, f"{e.text} (recorded as unconfirmed)", e.date)
+                    for e in evidence
+                    if ok and e.reference in unconfirmed
+                ]
+        return out
 
     def _deficiency(self, scope: Scope) -> tuple[str, list[str], list[Evidence]]:
         facts, thresholds = scope.facts, scope.profile.thresholds
@@ -151,7 +188,7 @@ class Assessor:
 
         d1 = [
             Evidence(r.reference, r.label, r.date)
-            for r in facts.conditions
+            for r in facts.confirmed_conditions
             if self.codes.matches("b12_deficiency", r.codings, r.words)
         ]
         if d1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from cds_service.clinical.codes import CodeIndex
 from cds_service.clinical.facts import CodedRecord, Evidence, Facts
@@ -21,7 +21,6 @@ Result = tuple[bool, list[Evidence]]
 
 # Keys that test for a coded record in one list of the facts.
 _RECORD_KEYS = {
-    "condition": "conditions",
     "procedure": "procedures",
     "medication": "medications",
     "allergy": "allergies",
@@ -43,6 +42,16 @@ class Scope:
     causes: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
     b12_therapy: tuple[CodedRecord, ...] = field(default=())
+    #: Which Conditions `condition:` reads. Deficiency and type rules read confirmed ones only
+    #: (protocol D1 amended); safety rules read every non-refuted one, since a suspected
+    #: contraindication or neuropathy must still be heeded.
+    conditions: Literal["all", "confirmed", "unconfirmed"] = "all"
+
+    def condition_records(self) -> tuple[CodedRecord, ...]:
+        if self.conditions == "all":
+            return self.facts.conditions
+        wanted = self.conditions == "unconfirmed"
+        return tuple(c for c in self.facts.conditions if c.unconfirmed == wanted)
 
 
 def _records(records: Iterable[CodedRecord], value_set: str, codes: CodeIndex) -> list[Evidence]:
@@ -126,6 +135,9 @@ def _leaf(key: str, arg: Any, scope: Scope, route: str | None) -> Result:
         return not ok, []
     if key == "always":
         return bool(arg), []
+    if key == "condition":
+        found = _records(scope.condition_records(), arg, codes)
+        return bool(found), found
     if key in _RECORD_KEYS:
         found = _records(getattr(facts, _RECORD_KEYS[key]), arg, codes)
         return bool(found), found

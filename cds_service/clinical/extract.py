@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -348,7 +349,11 @@ class FactExtractor:
             return None
         _validate(res)
         when = res.get("onsetDateTime") or res.get("recordedDate")
-        return self._coded(res, res.get("code"), when)
+        record = self._coded(res, res.get("code"), when)
+        verification = _status_code(res.get("verificationStatus"))
+        if verification in self.protocol.rules.unconfirmed_verification_statuses:
+            record = replace(record, unconfirmed=True)
+        return record
 
     def _allergy(self, res: Resource) -> CodedRecord | None:
         if _status_code(res.get("clinicalStatus")) not in ALLERGY_ACTIVE:

@@ -26,6 +26,9 @@ class CodedRecord:
     dose_ug: float | None = None
     timing: dict[str, object] | None = None
     has_prior_prescription: bool = False
+    #: A Condition recorded as provisional, differential or unconfirmed (protocol D1 amended):
+    #: it never confirms the deficiency or its type by itself.
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class Facts:
     #: Analytes whose latest result cannot be interpreted, found without reading their values
     #: through `results` (which would validate every result just to find these).
     unusable_analytes: tuple[str, ...] = ()
+
+    @property
+    def confirmed_conditions(self) -> tuple[CodedRecord, ...]:
+        return tuple(c for c in self.conditions if not c.unconfirmed)
 
     @property
     def patient_reference(self) -> str | None:

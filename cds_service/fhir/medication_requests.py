@@ -233,7 +233,7 @@ class MedicationRequestWriter:
                 concepts.append(
                     {"coding": [coding(protocol, e) for e in entries], "text": cause.label}
                 )
-        deficiency = self._entries("b12_deficiency", assessment.facts.conditions) or [
+        deficiency = self._entries("b12_deficiency", assessment.facts.confirmed_conditions) or [
             protocol.rules.default_deficiency_code
         ]
         concepts.append(

@@ -343,7 +343,9 @@ class CardBuilder:
             out.append(self.mma_card(plan, ctx, new_id))
         if a.status == NOT_DEFICIENT and "D7" in a.deficiency_rules:
             out.append(self.very_high_card(plan, new_id))
-        if a.status == UNKNOWN and b12_drafts:
+        if a.status == UNKNOWN and a.unconfirmed_evidence:
+            out.append(self.unconfirmed_diagnosis_card(plan, ctx, new_id))
+        elif a.status == UNKNOWN and b12_drafts:
             out.append(self.no_deficiency_card(plan, new_id))
         if a.unusable:
             out.append(self.unusable_card(plan, new_id))
@@ -417,6 +419,7 @@ class CardBuilder:
         for alt in plan.alternatives:
             detail += ["", f"**Alternative** ({alt.rule_id}): {alt.regimen.title}", ""]
             detail += self.schedule_table(alt)
+        detail += self.unconfirmed_lines(plan)
         if plan.monitoring:
             detail += ["", "**Monitoring**", *[f"- {m.id}: {m.text}" for m in plan.monitoring]]
         detail += ["", f"**Maintenance:** {self.protocol.rules.maintenance_note}"]
@@ -581,6 +584,7 @@ class CardBuilder:
             "",
             "**Evidence**",
             *_evidence_lines(a.deficiency_evidence),
+            *self.unconfirmed_lines(plan),
             *self.footer(plan, rule.citations),
         ]
         suggestion = {
@@ -603,6 +607,51 @@ class CardBuilder:
             detail,
             new_id,
             [suggestion],
+        )
+
+    def unconfirmed_lines(self, plan: Plan) -> list[str]:
+        """Diagnoses on record as provisional / differential / unconfirmed, named as not used."""
+        a = plan.assessment
+        if not a.unconfirmed_evidence:
+            return []
+        return [
+            "",
+            "**Diagnosis unconfirmed** (provisional, differential or unconfirmed; not used to "
+            "confirm the deficiency or its type):",
+            *_evidence_lines(a.unconfirmed_evidence),
+        ]
+
+    def unconfirmed_diagnosis_card(
+        self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]
+    ) -> JSON:
+        """D1 amended: an unconfirmed diagnosis with no usable B12 asks for the B12 test."""
+        text = self.protocol.rules.unconfirmed_diagnosis
+        if text is None:
+            raise LookupError("rules.yaml: unconfirmed_diagnosis has no card text")
+        b12 = self.protocol.observations.analytes["b12"].codes[0]
+        request = self.service_request(
+            plan, ctx, b12, "Vitamin B12, serum", "Unconfirmed vitamin B12 deficiency"
+        )
+        rule = self.protocol.rules.deficiency_rules["D1"]
+        detail = [
+            text.detail,
+            *self.unconfirmed_lines(plan),
+            *self.footer(plan, rule.citations),
+        ]
+        suggestion = {
+            "label": "Order serum vitamin B12",
+            "uuid": new_id(),
+            "isRecommended": True,
+            "actions": [
+                {
+                    "type": "create",
+                    "description": f"Order serum vitamin B12 (LOINC {b12.code})",
+                    "resource": request,
+                }
+            ],
+        }
+        return self.card(
+            plan, "unconfirmed-diagnosis", "info", text.summary, detail, new_id, [suggestion]
         )
 
     def _deficiency_card(self, rule_id: str) -> tuple[DeficiencyRule, CardText]:

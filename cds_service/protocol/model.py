@@ -126,6 +126,8 @@ class RulesTable(Strict):
     safety_rules: tuple[SafetyRule, ...]
     monitoring_rules: tuple[MonitoringRule, ...]
     maintenance_note: str
+    unconfirmed_verification_statuses: tuple[str, ...] = ()
+    unconfirmed_diagnosis: CardText | None = None
 
 
 class Medication(Strict):
