@@ -117,6 +117,17 @@ def test_no_schedule_unless_confirmed_and_uncontraindicated(case: tuple[Record, 
         assert a.type not in (None, "inherited")
 
 
+@SETTINGS
+@given(records(), st.sampled_from(["standard", "fda-label", "nice-ng239"]))
+def test_severe_deficiency_is_recommended_im_first(case: tuple[Record, date], profile: str) -> None:
+    record, start = case
+    plan = ENGINE.plan(record.resources, start=start, profile=profile)
+    if plan.assessment.severity == "severe" and plan.recommended is not None:
+        assert plan.recommended.phases[0].phase.route == "intramuscular"
+        for schedule in plan.schedules:
+            assert schedule.phases[0].phase.route == "intramuscular"
+
+
 FIELDS = [
     "code",
     "coding",

@@ -249,8 +249,10 @@ def test_S5_leber_optic_neuropathy_blocks_cyanocobalamin() -> None:
 def test_S6_severe_anaemia_or_low_potassium_adds_potassium_monitoring() -> None:
     for extra in (("718-7", 7.9, "g/dL"), ("718-7", 79, "g/L"), ("2823-3", 3.4, "mmol/L")):
         p = plan(low_b12().lab(*extra))
-        assert "S6" in flags(p) and "M4" in p.rule_ids and p.assessment.severity == "severe"
+        assert "S6" in flags(p) and "M4" in p.rule_ids
     assert "S6" not in flags(plan(low_b12().lab("718-7", 8.0, "g/dL")))
+    # A low potassium alone is a monitoring finding, not a severe deficiency (R6).
+    assert plan(low_b12().lab("2823-3", 3.4, "mmol/L")).assessment.severity == "not-severe"
 
 
 def test_S7_current_therapy_means_no_new_course() -> None:
@@ -354,6 +356,38 @@ def test_R5_oral_maintenance_offered_when_absorption_is_normal() -> None:
     ]
     assert "R5" in p.rule_ids
     assert "R5" not in plan(low_b12().condition(ICD, "Z90.3")).rule_ids
+
+
+def test_R6_severe_deficiency_gets_im_first_whatever_the_type() -> None:
+    severe_causes = (
+        low_b12().lab("718-7", 6.9, "g/dL").condition(SNOMED, "281015005"),  # dietary, Hb < 8
+        low_b12().condition(ICD, "D61.818").medication("metformin 500 mg tablet"),  # pancytopenia
+        low_b12().lab("718-7", 7.0, "g/dL").procedure("430715008"),  # bariatric
+        low_b12().lab("718-7", 7.0, "g/dL").condition(SNOMED, "127034005"),  # unspecified
+    )
+    for record in severe_causes:
+        for profile in ("standard", "fda-label", "nice-ng239"):
+            p = plan(record, profile)
+            assert p.assessment.severity == "severe", profile
+            assert p.recommended and p.recommended.rule_id == "R6", profile
+            assert {ph.phase.route for ph in p.recommended.phases} == {"intramuscular"}
+            for alt in p.alternatives:
+                assert alt.phases[0].phase.route == "intramuscular", (profile, alt.regimen_id)
+    # Hb 8.0 is not severe: the dietary patient keeps oral first (R4).
+    mild = plan(low_b12().lab("718-7", 8.0, "g/dL").condition(SNOMED, "281015005"))
+    assert mild.assessment.severity == "not-severe"
+    assert mild.recommended and mild.recommended.rule_id == "R4"
+    # Severity needs a confirmed deficiency.
+    assert plan(Record().b12(400).lab("718-7", 6.0, "g/dL")).assessment.severity == "not-severe"
+
+
+def test_R6_fda_label_offers_no_oral_alternative_for_an_unexplained_severe_deficiency() -> None:
+    p = plan(low_b12().lab("718-7", 7.0, "g/dL"), "fda-label")
+    assert p.recommended and p.recommended.rule_id == "R6" and not p.alternatives
+    standard = plan(low_b12().lab("718-7", 7.0, "g/dL"))
+    assert [(s.rule_id, s.regimen_id) for s in standard.alternatives] == [
+        ("R5", "cyanocobalamin-im-then-oral")
+    ]
 
 
 # --- M-rules: monitoring --------------------------------------------------------------------

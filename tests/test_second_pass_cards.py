@@ -49,3 +49,13 @@ def test_D1_amended_cards_say_the_diagnosis_is_unconfirmed() -> None:
     typed = by_kind(cards_of("d1-differential-pernicious-anaemia-low-b12"))
     assert "Pernicious anemia (recorded as unconfirmed)" in typed["treatment"]["detail"]
     assert "pernicious" not in typed["treatment"]["summary"].lower()
+
+
+def test_R6_a_card_that_calls_the_patient_severe_recommends_im_first() -> None:
+    for slug in ("r6-severe-anaemia-vegan", "r6-pancytopenia-metformin"):
+        card = by_kind(cards_of(slug))["treatment"]
+        assert "Severity: severe" in card["detail"] and "Severe deficiency" in card["detail"]
+        recommended = [s for s in card["suggestions"] if s["isRecommended"]]
+        first = recommended[0]["actions"][0]["resource"]
+        assert first["dosageInstruction"][0]["route"]["coding"][0]["code"] == "78421000"
+        assert "R6" in card["extension"]["rules"]

@@ -20,6 +20,7 @@ CONFIRMED = "confirmed"
 INDETERMINATE = "indeterminate"
 NOT_DEFICIENT = "not-deficient"
 UNKNOWN = "unknown"
+SEVERE = "severe"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Assessment:
     #: Diagnoses recorded as provisional, differential or unconfirmed that would otherwise have
     #: confirmed the deficiency (D1) or set its type: shown, never used (protocol D1 amended).
     unconfirmed_evidence: tuple[Evidence, ...] = ()
+    #: What made the deficiency severe (R6: rules.yaml `severity`); None when it is not.
+    severity_evidence: tuple[Evidence, ...] | None = None
 
     @property
     def type(self) -> str | None:
@@ -58,7 +61,7 @@ class Assessment:
 
     @property
     def severity(self) -> str:
-        return "severe" if any(f.rule.severity == "severe" for f in self.findings) else "not-severe"
+        return SEVERE if self.severity_evidence is not None else "not-severe"
 
     @property
     def lifelong(self) -> bool:
@@ -129,11 +132,21 @@ class Assessor:
             unconfirmed += self._unconfirmed_causes(scope, causes)
             scope.conditions = "all"
 
+        scope.type = type_rule.type if type_rule else None
+        scope.causes = frozenset(c.id for c in causes)
         findings = []
+        # In table order, so a later rule may read an earlier one's `flag` (S7 reads S11).
         for s_rule in self.protocol.rules.safety_rules:
             ok, found = evaluate(s_rule.when, scope)
             if ok:
                 findings.append(Finding(s_rule, tuple(_unique(found))))
+                scope.flags = scope.flags | {s_rule.id}
+
+        severity: tuple[Evidence, ...] | None = None
+        severity_rule = self.protocol.rules.severity
+        if status == CONFIRMED and severity_rule is not None:
+            ok, found = evaluate(severity_rule.severe_when, scope)
+            severity = tuple(_unique(found)) if ok else None
 
         return Assessment(
             profile_name=profile_name,
@@ -149,6 +162,7 @@ class Assessor:
             findings=tuple(findings),
             b12_therapy=therapy,
             unconfirmed_evidence=tuple(_unique(unconfirmed)),
+            severity_evidence=severity,
         )
 
     def _unconfirmed_deficiency(self, facts: Facts) -> list[Evidence]:

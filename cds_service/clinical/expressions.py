@@ -41,6 +41,7 @@ class Scope:
     type: str | None = None
     causes: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
+    severity: str | None = None
     b12_therapy: tuple[CodedRecord, ...] = field(default=())
     #: Which Conditions `condition:` reads. Deficiency and type rules read confirmed ones only
     #: (protocol D1 amended); safety rules read every non-refuted one, since a suspected
@@ -181,6 +182,9 @@ def _leaf(key: str, arg: Any, scope: Scope, route: str | None) -> Result:
     if key == "cause":
         wanted = arg if isinstance(arg, list) else [arg]
         return bool(scope.causes & set(wanted)), []
+    if key == "severity":
+        wanted = arg if isinstance(arg, list) else [arg]
+        return scope.severity in wanted, []
     if key == "flag":
         wanted = arg if isinstance(arg, list) else [arg]
         return bool(scope.flags & set(wanted)), []

@@ -113,6 +113,7 @@ class Planner:
             type=assessment.type,
             causes=frozenset(c.id for c in assessment.causes),
             flags=assessment.flags,
+            severity=assessment.severity,
         )
         for rule in assessment.profile.regimen_rules:
             if evaluate(rule.when, scope)[0]:

@@ -411,6 +411,7 @@ class CardBuilder:
             "",
             "**Evidence**",
             *_evidence_lines((*a.deficiency_evidence, *a.cause_evidence)),
+            *self.severity_lines(plan),
             "",
             f"**Recommended schedule** ({rec.rule_id}): {rec.regimen.title}",
             "",
@@ -608,6 +609,18 @@ class CardBuilder:
             new_id,
             [suggestion],
         )
+
+    def severity_lines(self, plan: Plan) -> list[str]:
+        """Why the deficiency counts as severe: the reason the IM series is recommended (R6)."""
+        evidence = plan.assessment.severity_evidence
+        if evidence is None:
+            return []
+        lines = [
+            "",
+            "**Severe deficiency:** intramuscular treatment is recommended whatever the cause; "
+            "oral B12 is offered only after IM loading, as an alternative.",
+        ]
+        return lines + _evidence_lines(evidence)
 
     def unconfirmed_lines(self, plan: Plan) -> list[str]:
         """Diagnoses on record as provisional / differential / unconfirmed, named as not used."""

@@ -14,8 +14,8 @@ fields as the MedicationRequest writer, without dates (dates exist only once a p
 Conditions: the official R4 JSON schema restricts Expression.language to text/cql,
 text/fhirpath and application/x-fhir-query, so `text/plain` is not allowed. The plain reading
 of a `when` ("type is pernicious-anemia") is the Expression `description`; `expression` holds
-the same test in CQL syntax over identifiers this service defines ("Deficiency Type", "Causes",
-"Safety Findings"); no CQL Library is published for them.
+the same test in CQL syntax over identifiers this service defines ("Deficiency Type",
+"Severity", "Causes", "Safety Findings"); no CQL Library is published for them.
 
 Pure functions of a Protocol: no FastAPI, no clock, no I/O.
 """
@@ -81,7 +81,12 @@ def canonical(resource: JSON) -> str:
 
 # -- `when` expressions -------------------------------------------------------------------------
 
-_CQL_NAMES = {"type": '"Deficiency Type"', "cause": '"Causes"', "flag": '"Safety Findings"'}
+_CQL_NAMES = {
+    "type": '"Deficiency Type"',
+    "severity": '"Severity"',
+    "cause": '"Causes"',
+    "flag": '"Safety Findings"',
+}
 
 
 def _quote(value: Any) -> str:
@@ -122,7 +127,7 @@ def when_cql(expr: Any) -> str:
             parts.append("(" + op.join(when_cql(sub) for sub in arg) + ")")
         elif key == "not":
             parts.append(f"not ({when_cql(arg)})")
-        elif key == "type":
+        elif key in ("type", "severity"):
             values = arg if isinstance(arg, list) else [arg]
             if len(values) == 1:
                 parts.append(f"{_CQL_NAMES[key]} = {_quote(values[0])}")

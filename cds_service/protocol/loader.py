@@ -57,6 +57,7 @@ _LEAF_KEYS = (
         "type",
         "cause",
         "flag",
+        "severity",
     }
 )
 
@@ -204,6 +205,9 @@ def _check(p: Protocol) -> None:
             if cause.reason_value_set and cause.reason_value_set not in value_sets:
                 raise ProtocolError(f"rules.yaml: {rule.id}.{cause.id}: unknown reason_value_set")
     safety_ids = {r.id for r in p.rules.safety_rules}
+    if p.rules.severity is not None:
+        check_when(p.rules.severity.severe_when, "rules.yaml: severity")
+        cite(p.rules.severity.citations, "rules.yaml: severity")
     monitoring_ids = {m.id for m in p.rules.monitoring_rules}
     for s in p.rules.safety_rules:
         check_when(s.when, f"rules.yaml: {s.id}")

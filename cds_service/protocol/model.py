@@ -101,7 +101,6 @@ class SafetyRule(Strict):
     summary: str = Field(max_length=139)
     detail: str
     citations: tuple[str, ...]
-    severity: Literal["severe"] | None = None
     route: str | None = None
     blocks_schedule: bool = False
     no_new_course: bool = False
@@ -118,6 +117,13 @@ class MonitoringRule(Strict):
     only_with: str | None = None
 
 
+class SeverityRule(Strict):
+    """When the deficiency is severe (R6): then IM is recommended whatever the type."""
+
+    severe_when: dict[str, Any]
+    citations: tuple[str, ...]
+
+
 class RulesTable(Strict):
     version: str
     deficiency_rules: dict[str, DeficiencyRule]
@@ -127,6 +133,7 @@ class RulesTable(Strict):
     monitoring_rules: tuple[MonitoringRule, ...]
     maintenance_note: str
     unconfirmed_verification_statuses: tuple[str, ...] = ()
+    severity: SeverityRule | None = None
     unconfirmed_diagnosis: CardText | None = None
 
 
