@@ -54,6 +54,7 @@ from cds_service.hooks.prefetch import (
     resolve,
 )
 from cds_service.hooks.services import SERVICES, Service
+from cds_service.pages.router import PagesConfig, build_pages_router
 from cds_service.plan_operation.router import build_router
 from cds_service.record_source import FhirRecordSource
 from cds_service.safe_log import where_raised
@@ -259,6 +260,19 @@ def create_app(
     # $apply reads patient data, so it is authenticated as the hooks are.
     app.include_router(
         build_router(state.engine, authenticate=verified, max_body_bytes=settings.max_body_bytes)
+    )
+
+    app.include_router(
+        build_pages_router(
+            PagesConfig(
+                state.engine,
+                state.cards,
+                settings.profile,
+                settings.preview,
+                clock,
+                settings.max_body_bytes,
+            )
+        )
     )
 
     def service_of(service_id: str) -> Service:

@@ -75,6 +75,8 @@ class Settings:
     fhir_access_token: str | None = field(default=None, repr=False)
     #: CDS_JWKS_TIMEOUT_S: timeout for fetching a client's JWK set.
     jwks_timeout_s: float = 2.0
+    #: CDS_PREVIEW: serve the card preview page /preview (dev and operator use).
+    preview: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +99,7 @@ class Settings:
             fhir_base_url=env.get("CDS_FHIR_BASE_URL", "").strip() or None,
             fhir_access_token=env.get("CDS_FHIR_ACCESS_TOKEN", "").strip() or None,
             jwks_timeout_s=_number(env, "CDS_JWKS_TIMEOUT_S", 2.0, minimum=0.1),
+            preview=_flag(env, "CDS_PREVIEW", False),
         )
         settings.check()
         return settings

@@ -1,0 +1,1 @@
+"""Server-rendered pages: the protocol, a proposed schedule and (when enabled) a card preview."""
