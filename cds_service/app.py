@@ -9,13 +9,14 @@ Every answer is JSON, errors included: `{"error": {"status": N, "message": "..."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -36,8 +37,10 @@ from cds_service.auth import (
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine
 from cds_service.fetch import Allowlist, FhirFetcher
+from cds_service.fetch.budget import MemoryBudget, call_scope
 from cds_service.hooks.cards import CardBuilder, HookContext
 from cds_service.hooks.feedback import FeedbackStore
+from cds_service.hooks.limits import Caps, TooLargeError, check_caps
 from cds_service.hooks.models import (
     FeedbackRequest,
     HookRequest,
@@ -49,11 +52,13 @@ from cds_service.hooks.prefetch import (
     INVALID_FETCHED,
     Fetcher,
     MissingPrefetch,
+    Offload,
     PrefetchError,
     ResolvedRecord,
     resolve,
 )
 from cds_service.hooks.services import SERVICES, Service
+from cds_service.json_limits import MAX_DEPTH, too_deep
 from cds_service.pages.router import PagesConfig, build_pages_router
 from cds_service.plan_operation.router import build_router
 from cds_service.record_source import FhirRecordSource
@@ -61,6 +66,7 @@ from cds_service.safe_log import where_raised
 from cds_service.settings import Settings, SettingsError
 
 logger = logging.getLogger("cds_service.app")
+T = TypeVar("T")
 
 AUTH_OFF_WARNING = (
     "CDS_AUTH=off: CDS client authentication is DISABLED; any caller can use this service. "
@@ -103,8 +109,8 @@ class FastJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request body as JSON; 413 past `max_bytes` (declared or streamed), 400 if not JSON."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body; 413 past `max_bytes` (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -120,15 +126,38 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if total > max_bytes:
             raise ApiError(413, f"request body exceeds {max_bytes} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON; 400 if it is empty, not JSON, or nested too deeply to validate."""
     if not raw.strip():
         raise ApiError(400, "the request body is empty; a JSON object is required")
     try:
-        # orjson refuses nesting deeper than 1024 levels, so no body can exhaust the stack later.
         body = orjson.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "the request body is not valid JSON") from None
+    if too_deep(raw):
+        raise ApiError(400, f"the request body nests JSON deeper than {MAX_DEPTH} levels")
     return body
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    return parse_json(await read_body(request, max_bytes))
+
+
+#: Bodies larger than this are read and answered in a worker thread: parsing, reading every
+#: entry and extracting facts from a request near the caps takes a few hundred milliseconds of
+#: CPU, and on the event loop that would hold every other call (and /health) for as long.
+OFFLOAD_BYTES = 256 * 1024
+
+
+async def _in_thread(step: Callable[[], T]) -> T:
+    return await asyncio.to_thread(step)
+
+
+async def _inline(step: Callable[[], T]) -> T:
+    return step()
 
 
 class ServiceState:
@@ -143,6 +172,11 @@ class ServiceState:
         except LookupError as exc:
             raise SettingsError(f"CDS_PROFILE: {exc}") from None
         self.cards = CardBuilder(self.engine.protocol)
+        self.caps = Caps(
+            draft_orders=settings.max_draft_orders,
+            entries_per_key=settings.max_entries_per_key,
+            resources=settings.max_resources,
+        )
         self.feedback = FeedbackStore()
 
 
@@ -167,6 +201,10 @@ def _build_fetcher(settings: Settings) -> FhirFetcher:
         timeout=settings.fhir_timeout_s,
         deadline=settings.fhir_deadline_s,
         max_pages=settings.fhir_max_pages,
+        max_entries=settings.max_entries_per_key,
+        budget=MemoryBudget(
+            per_call=settings.fhir_max_bytes_per_call, total=settings.fhir_max_bytes_total
+        ),
     )
 
 
@@ -259,7 +297,12 @@ def create_app(
 
     # $apply reads patient data, so it is authenticated as the hooks are.
     app.include_router(
-        build_router(state.engine, authenticate=verified, max_body_bytes=settings.max_body_bytes)
+        build_router(
+            state.engine,
+            authenticate=verified,
+            max_body_bytes=settings.max_body_bytes,
+            max_resources=settings.max_resources,
+        )
     )
 
     app.include_router(
@@ -294,19 +337,35 @@ def create_app(
 
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request) -> JSONResponse:
+        # What the fallback fetch buffers for this call is held against its memory budget
+        # until the call is answered.
+        with call_scope():
+            return await _call_service(service_id, request)
+
+    async def _call_service(service_id: str, request: Request) -> JSONResponse:
         await authenticate(request)
         service = service_of(service_id)
-        body = await read_json(request, settings.max_body_bytes)
-        try:
-            hook_request = parse_hook_request(body, service.hook)
-        except RequestError as exc:
-            raise ApiError(400, str(exc)) from None
+        raw = await read_body(request, settings.max_body_bytes)
+        offload: Offload[Any] = _in_thread if len(raw) > OFFLOAD_BYTES else _inline
+
+        def parse() -> HookRequest:
+            try:
+                hook_request = parse_hook_request(parse_json(raw), service.hook)
+                check_caps(hook_request.prefetch, hook_request.context, state.caps)
+            except RequestError as exc:
+                raise ApiError(400, str(exc)) from None
+            except TooLargeError as exc:
+                raise ApiError(413, str(exc)) from None
+            return hook_request
+
+        hook_request = await offload(parse)
         try:
             client = getattr(request.state, "cds_client", None)
             record = await resolve(
                 hook_request,
                 request.app.state.fetcher,
                 allow=client.fhir_servers if client is not None else (),
+                offload=offload,
             )
         except PrefetchError as exc:
             raise ApiError(400, str(exc)) from None
@@ -322,9 +381,9 @@ def create_app(
             ) from None
         today = request.app.state.clock()
         try:
-            # A few milliseconds of pure CPU: a worker thread would only add hand-off and GIL
-            # contention, so it runs on the event loop.
-            cards = _answer(state, service, hook_request, record, today)
+            # A few milliseconds of pure CPU for a usual request: a worker thread would only add
+            # hand-off and GIL contention, so only large requests are offloaded.
+            cards = await offload(lambda: _answer(state, service, hook_request, record, today))
         except InvalidResourceError as exc:
             key = record.fetched_references.get(exc.reference)
             if key is not None:

@@ -77,6 +77,21 @@ class Settings:
     jwks_timeout_s: float = 2.0
     #: CDS_PREVIEW: serve the card preview page /preview (dev and operator use).
     preview: bool = False
+    #: CDS_JWKS_REFETCH_INTERVAL_S: least time between two refetches of a client's JWK set on
+    #: an unknown `kid` (a failed fetch is retried sooner, backing off up to this interval).
+    jwks_refetch_interval_s: float = 5.0
+    #: CDS_JWT_MAX_LIFETIME_S: longest accepted `exp - iat` of a client JWT (the replay window).
+    jwt_max_lifetime_s: float = 3600.0
+    #: CDS_MAX_DRAFT_ORDERS: draft orders one order-select / order-sign call may carry.
+    max_draft_orders: int = 200
+    #: CDS_MAX_ENTRIES_PER_KEY: resources one prefetch key (or its fetched answer) may hold.
+    max_entries_per_key: int = 10_000
+    #: CDS_MAX_RESOURCES: resources one call may carry in all (prefetch, draft orders, $apply data).
+    max_resources: int = 20_000
+    #: CDS_FHIR_MAX_BYTES_PER_CALL: bytes the fallback fetch may buffer for one call.
+    fhir_max_bytes_per_call: int = 16 * 1024 * 1024
+    #: CDS_FHIR_MAX_BYTES_TOTAL: bytes the fallback fetch may hold for all calls of the process.
+    fhir_max_bytes_total: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +115,17 @@ class Settings:
             fhir_access_token=env.get("CDS_FHIR_ACCESS_TOKEN", "").strip() or None,
             jwks_timeout_s=_number(env, "CDS_JWKS_TIMEOUT_S", 2.0, minimum=0.1),
             preview=_flag(env, "CDS_PREVIEW", False),
+            jwks_refetch_interval_s=_number(env, "CDS_JWKS_REFETCH_INTERVAL_S", 5.0, minimum=0.1),
+            jwt_max_lifetime_s=_number(env, "CDS_JWT_MAX_LIFETIME_S", 3600.0, minimum=1),
+            max_draft_orders=int(_number(env, "CDS_MAX_DRAFT_ORDERS", 200, minimum=1)),
+            max_entries_per_key=int(_number(env, "CDS_MAX_ENTRIES_PER_KEY", 10_000, minimum=1)),
+            max_resources=int(_number(env, "CDS_MAX_RESOURCES", 20_000, minimum=1)),
+            fhir_max_bytes_per_call=int(
+                _number(env, "CDS_FHIR_MAX_BYTES_PER_CALL", 16 * 1024 * 1024, minimum=1024)
+            ),
+            fhir_max_bytes_total=int(
+                _number(env, "CDS_FHIR_MAX_BYTES_TOTAL", 64 * 1024 * 1024, minimum=1024)
+            ),
         )
         settings.check()
         return settings
@@ -115,6 +141,10 @@ class Settings:
                 raise SettingsError("CDS_CLIENTS_FILE is required when CDS_AUTH is on")
         if self.max_body_bytes < 1024:
             raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")
+        if self.fhir_max_bytes_per_call > self.fhir_max_bytes_total:
+            raise SettingsError(
+                "CDS_FHIR_MAX_BYTES_PER_CALL must not exceed CDS_FHIR_MAX_BYTES_TOTAL"
+            )
         if self.fhir_base_url is not None:
             # $apply sends the access token there: the allowlist's URL rules apply.
             base = parse_url(self.fhir_base_url)

@@ -19,6 +19,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from cds_service.clinical.codes import code_index
+from cds_service.clinical.draft_fields import unreadable_field
 from cds_service.clinical.facts import CodedRecord, Facts, LabResult
 from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.units import read_qualitative, read_quantity
@@ -301,15 +302,26 @@ class FactExtractor:
                 if record:
                     draft_tests.append(record)
 
+        unreadable: list[tuple[str, str]] = []
         for res in draft_orders:
             if not isinstance(res, OBJECT):
                 continue
-            if res.get("resourceType") == "MedicationRequest":
-                record = self._medication(res)
+            kind = res.get("resourceType")
+            if kind not in ("MedicationRequest", "ServiceRequest"):
+                continue
+            # Drafts are read leniently (EHRs send invalid ones): the fields the rules read are
+            # type-checked instead of validating the whole resource.
+            problem = unreadable_field(res)
+            if problem is not None:
+                if self._not_needed(res):
+                    continue
+                unreadable.append((resource_reference(res)[:80], problem))
+            elif kind == "MedicationRequest":
+                record = self._medication(res, validate=False)
                 if record:
                     drafts.append(record)
-            elif res.get("resourceType") == "ServiceRequest":
-                record = self._service_request(res)
+            else:
+                record = self._service_request(res, validate=False)
                 if record:
                     draft_tests.append(record)
 
@@ -326,6 +338,7 @@ class FactExtractor:
             allergies=tuple(allergies),
             draft_medications=tuple(drafts),
             draft_service_requests=tuple(draft_tests),
+            unreadable_drafts=tuple(unreadable),
             results=CheckedResults(read),
             unusable_analytes=tuple(name for name, (r, _) in read.items() if not r.usable),
         )
@@ -376,12 +389,25 @@ class FactExtractor:
             date=str(res.get("recordedDate"))[:10] if res.get("recordedDate") else None,
         )
 
-    def _medication(self, res: Resource) -> CodedRecord | None:
+    def _not_needed(self, res: Resource) -> bool:
+        """Whether a draft's code is readable and names nothing the rules look for."""
+        field = (
+            "medicationCodeableConcept" if res["resourceType"] == "MedicationRequest" else "code"
+        )
+        concept = res.get(field)
+        if concept is not None and unreadable_field(
+            {"resourceType": res["resourceType"], field: concept}
+        ):
+            return False
+        return not self.codes.known(_codings(concept), _words(concept))
+
+    def _medication(self, res: Resource, *, validate: bool = True) -> CodedRecord | None:
         concept = _medication_concept(res)
         codings, words = _codings(concept), _words(concept)
         if not self.codes.known(codings, words):
             return None
-        _validate(res)
+        if validate:
+            _validate(res)
         dose, timing, route = _dose_and_timing(res)
         return CodedRecord(
             reference=resource_reference(res),
@@ -397,10 +423,11 @@ class FactExtractor:
             has_prior_prescription=bool(res.get("priorPrescription")),
         )
 
-    def _service_request(self, res: Resource) -> CodedRecord | None:
+    def _service_request(self, res: Resource, *, validate: bool = True) -> CodedRecord | None:
         if not self.codes.known(_codings(res.get("code"))):
             return None
-        _validate(res)
+        if validate:
+            _validate(res)
         return self._coded(res, res.get("code"), res.get("authoredOn"))
 
     def _analyte_of(self, res: Resource) -> str | None:

@@ -63,6 +63,8 @@ class Facts:
     allergies: tuple[CodedRecord, ...] = ()
     draft_medications: tuple[CodedRecord, ...] = ()
     draft_service_requests: tuple[CodedRecord, ...] = ()
+    #: Draft orders the rules could not read: ("Type/id", why), named on a card as not checked.
+    unreadable_drafts: tuple[tuple[str, str], ...] = ()
     #: The latest result per analyte. The extractor's mapping validates a result's resource
     #: the first time its value is looked up, so a rule that never reads an analyte never
     #: pays for (or fails on) it.

@@ -42,6 +42,7 @@ from fhir.resources.R4B.resource import Resource
 from yarl import URL
 
 from .allowlist import Allowlist, is_under
+from .budget import BudgetExceededError, MemoryBudget, current_usage, fetch_scope
 from .errors import INVALID_FETCHED, DataUnavailable
 
 logger = logging.getLogger("cds_service.fetch")
@@ -53,6 +54,7 @@ DEFAULT_TIMEOUT = 2.0
 DEFAULT_DEADLINE = 4.0
 DEFAULT_MAX_PAGES = 10
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_ENTRIES = 10_000
 _CHUNK = 256 * 1024
 # Reserved and already-escaped characters stay as they are in a request URL.
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"
@@ -213,14 +215,20 @@ class FhirFetcher:
         deadline: float = DEFAULT_DEADLINE,
         max_pages: int = DEFAULT_MAX_PAGES,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        budget: MemoryBudget | None = None,
     ) -> None:
-        if timeout <= 0 or deadline <= 0 or max_pages < 1 or max_bytes < 1:
-            raise ValueError("timeout, deadline, max_pages and max_bytes must be positive")
+        if timeout <= 0 or deadline <= 0 or max_pages < 1 or max_bytes < 1 or max_entries < 1:
+            raise ValueError(
+                "timeout, deadline, max_pages, max_bytes and max_entries must be positive"
+            )
         self.allowlist = allowlist
         self.timeout = timeout
         self.deadline = deadline
         self.max_pages = max_pages
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.budget = budget
         self._client = client
         self._owns_client = client is None
 
@@ -294,20 +302,10 @@ class FhirFetcher:
             loop = asyncio.get_running_loop()
             start = loop.time()
             deadline_at = start + self.deadline
-            outcomes = await asyncio.gather(
-                *(
-                    self._timed(
-                        key,
-                        base,
-                        queries.get(key),
-                        next_pages.get(key),
-                        headers,
-                        start,
-                        deadline_at,
-                    )
-                    for key in keys
+            with fetch_scope():
+                outcomes = await self._gather(
+                    keys, base, queries, next_pages, headers, start, deadline_at
                 )
-            )
             for key, (ok, value) in zip(keys, outcomes, strict=True):
                 if ok:
                     results[key] = value
@@ -327,6 +325,33 @@ class FhirFetcher:
         for key, reason in reasons.items():
             results[key] = unavailable_outcome(reason)
         return results
+
+    async def _gather(
+        self,
+        keys: list[str],
+        base: str,
+        queries: Mapping[str, str],
+        next_pages: Mapping[str, str],
+        headers: dict[str, str],
+        start: float,
+        deadline_at: float,
+    ) -> list[tuple[bool, Any]]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self._timed(
+                        key,
+                        base,
+                        queries.get(key),
+                        next_pages.get(key),
+                        headers,
+                        start,
+                        deadline_at,
+                    )
+                    for key in keys
+                )
+            )
+        )
 
     async def _timed(
         self,
@@ -423,6 +448,10 @@ class FhirFetcher:
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
                 raise _Unavailable("search answer is not a Bundle")
             entries.extend(_check_page(bundle))
+            if len(entries) > self.max_entries:
+                raise _Unavailable(
+                    f"more than {self.max_entries} resources (CDS_MAX_ENTRIES_PER_KEY)"
+                )
             next_url = _next_link(bundle)
             if next_url is None:
                 break
@@ -455,10 +484,16 @@ class FhirFetcher:
             if declared is not None and declared > self.max_bytes:
                 raise _Unavailable(f"answer larger than {self.max_bytes} bytes")
             body = bytearray()
+            usage = current_usage()
             async for chunk in response.content.iter_chunked(_CHUNK):
                 body += chunk
                 if len(body) > self.max_bytes:
                     raise _Unavailable(f"answer larger than {self.max_bytes} bytes")
+                if self.budget is not None and usage is not None:
+                    try:
+                        self.budget.reserve(usage, len(chunk))
+                    except BudgetExceededError as exc:
+                        raise _Unavailable(exc.reason) from None
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:

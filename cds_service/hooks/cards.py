@@ -349,9 +349,26 @@ class CardBuilder:
             out.append(self.no_deficiency_card(plan, new_id))
         if a.unusable:
             out.append(self.unusable_card(plan, new_id))
+        if a.facts.unreadable_drafts:
+            out.append(self.drafts_not_checked_card(plan, new_id))
 
         out.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
         return out
+
+    def drafts_not_checked_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
+        """Draft orders that could not be read: the rest of the answer is given without them."""
+        drafts = plan.assessment.facts.unreadable_drafts
+        names = ", ".join(reference for reference, _ in drafts)
+        detail = [
+            "A field the rules read in these draft orders has the wrong type, so they were "
+            "**not checked** against the protocol (dose, route, duplicates, folic acid before "
+            "B12). Check them by hand.",
+            "",
+            *[f"- not checked: `{reference}`, {why}" for reference, why in drafts],
+            *self.footer(plan, ()),
+        ]
+        summary = _summary(f"Not checked: {names}", f"{len(drafts)} draft orders not checked")
+        return self.card(plan, "draft-order-not-checked", "warning", summary, detail, new_id)
 
     def _replace(
         self,

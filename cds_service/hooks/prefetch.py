@@ -9,10 +9,10 @@ that stays missing makes the request fail with 412 (CDS Hooks 2.0).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cds_service.clinical.extract import resource_reference
 from cds_service.clinical.raw import OBJECT
@@ -220,17 +220,19 @@ def draft_orders_of(
     return out
 
 
-async def resolve(
-    request: HookRequest, fetcher: Fetcher | None, *, allow: Sequence[str] = ()
-) -> ResolvedRecord:
-    """Collect the resources of every prefetch key, fetching the missing ones if possible.
+@dataclass
+class _Prefetched:
+    """The prefetch as read: resources per key, missing keys, pages still to follow."""
 
-    A paginated prefetch Bundle (`link` `next`) is completed by following its remaining pages
-    through the fetcher; when that is impossible the key counts as missing, since a partial
-    record can hide the result that changes the answer. Raises PrefetchError (400) for values
-    that are not FHIR of the right type or of another patient, and MissingPrefetch (412) when
-    a required key is missing and cannot be fetched.
-    """
+    patient_id: str
+    scope: RecordScope
+    found: dict[str, list[Resource]]
+    missing: dict[str, str]
+    continuations: dict[str, str]
+    draft_orders: list[Resource]
+
+
+def _read_prefetch(request: HookRequest) -> _Prefetched:
     patient_id = str(request.context["patientId"])
     prefetch = request.prefetch or {}
     scope = RecordScope(
@@ -259,6 +261,38 @@ async def resolve(
             continuations[key] = following
             missing[key] = PAGINATED
     draft_orders = draft_orders_of(request.context, patient_id, scope)
+    return _Prefetched(patient_id, scope, found, missing, continuations, draft_orders)
+
+
+T = TypeVar("T")
+#: Runs a synchronous step of the resolution, e.g. in a worker thread for large requests.
+Offload = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+async def _inline(step: Callable[[], T]) -> T:
+    return step()
+
+
+async def resolve(
+    request: HookRequest,
+    fetcher: Fetcher | None,
+    *,
+    allow: Sequence[str] = (),
+    offload: Offload[Any] = _inline,
+) -> ResolvedRecord:
+    """Collect the resources of every prefetch key, fetching the missing ones if possible.
+
+    A paginated prefetch Bundle (`link` `next`) is completed by following its remaining pages
+    through the fetcher; when that is impossible the key counts as missing, since a partial
+    record can hide the result that changes the answer. Raises PrefetchError (400) for values
+    that are not FHIR of the right type or of another patient, and MissingPrefetch (412) when
+    a required key is missing and cannot be fetched. `offload` runs the steps that read every
+    entry (the app passes a worker thread for large requests, so the event loop stays free).
+    """
+    read: _Prefetched = await offload(lambda: _read_prefetch(request))
+    patient_id, scope = read.patient_id, read.scope
+    found, missing, continuations = read.found, read.missing, read.continuations
+    draft_orders = read.draft_orders
 
     references: dict[str, str] = {}
     if missing and fetcher is not None and request.fhirServer:
@@ -290,25 +324,30 @@ async def resolve(
                         f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
                     )
             answers = {}
-        for key, value in answers.items():
-            if key not in missing:
-                continue
-            try:
-                resources = resources_of(key, value, patient_id, scope)
-            except PrefetchError as exc:
-                # Fetched data that is not usable FHIR is data the service cannot get.
-                missing[key] = f"{INVALID_FETCHED}: {exc}"
-                continue
-            if resources is not None:
-                found[key] = found.get(key, []) + resources if key in continuations else resources
-                del missing[key]
-                for resource in resources:
-                    references[resource_reference(resource)] = key
-            else:
-                reason = unavailable_reason(value) or "the FHIR server reported an error"
-                missing[key] = (
-                    f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
-                )
+
+        def merge() -> None:
+            for key, value in answers.items():
+                if key not in missing:
+                    continue
+                try:
+                    resources = resources_of(key, value, patient_id, scope)
+                except PrefetchError as exc:
+                    # Fetched data that is not usable FHIR is data the service cannot get.
+                    missing[key] = f"{INVALID_FETCHED}: {exc}"
+                    continue
+                if resources is not None:
+                    first = found.get(key, []) if key in continuations else []
+                    found[key] = first + resources
+                    del missing[key]
+                    for resource in resources:
+                        references[resource_reference(resource)] = key
+                else:
+                    reason = unavailable_reason(value) or "the FHIR server reported an error"
+                    missing[key] = (
+                        f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
+                    )
+
+        await offload(merge)
     elif missing and fetcher is None:
         for key in missing:
             missing[key] += "; no FHIR fetch configured"

@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request, Response
 from cds_service import __version__ as service_version
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine, bundle_resources
+from cds_service.json_limits import MAX_DEPTH, too_deep
 from cds_service.plan_operation.apply import (
     ApplyRequest,
     DataError,
@@ -50,6 +51,7 @@ RecordSource = Callable[[str], Awaitable[Any]]
 #: Whether a request comes from a trusted client; failures are not explained to the caller.
 Authenticate = Callable[[Request], Awaitable[bool]]
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_RESOURCES = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +90,8 @@ def error_response(error: OperationError) -> Response:
 
 
 async def read_body(request: Request, max_bytes: int) -> Any:
-    """The body as JSON: 413 past `max_bytes` (declared or streamed), 400 if it is not JSON.
-
-    orjson bounds nesting at 1024 levels, so no body can exhaust the stack."""
+    """The body as JSON: 413 past `max_bytes` (declared or streamed), 400 if it is not JSON or
+    nests deeper than the FHIR models can validate (`cds_service.json_limits`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
@@ -102,9 +103,12 @@ async def read_body(request: Request, max_bytes: int) -> Any:
     if not raw.strip():
         return None
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ParameterError("the body is not JSON") from None
+    if too_deep(bytes(raw)):
+        raise ParameterError(f"the body nests JSON deeper than {MAX_DEPTH} levels")
+    return body
 
 
 class Knowledge:
@@ -196,6 +200,7 @@ def build_router(
     *,
     authenticate: Authenticate | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_resources: int = DEFAULT_MAX_RESOURCES,
 ) -> APIRouter:
     """A router serving the artifacts of `engine`'s protocol (default: the packaged one).
 
@@ -235,6 +240,14 @@ def build_router(
             try:
                 parsed: ApplyRequest = await read()
                 if parsed.data is not None:
+                    entries = parsed.data.get("entry")
+                    if isinstance(entries, list) and len(entries) > max_resources:
+                        raise OperationError(
+                            413,
+                            "too-costly",
+                            f"the data Bundle holds more than {max_resources} resources "
+                            "(CDS_MAX_RESOURCES)",
+                        )
                     resources = data_resources(parsed.data, parsed.patient_id)
                 else:
                     resources = await _record(request, parsed.patient_id)

@@ -15,7 +15,9 @@ from fhirserver import FhirTestServer
 from sandbox_client import (
     SANDBOX_ISS,
     SignedBySandbox,
+    sandbox_draft,
     sandbox_jwks,
+    sandbox_order_context,
     sandbox_prefetch,
     sandbox_request,
 )
@@ -277,3 +279,70 @@ async def test_apply_without_a_fhir_base_url_says_it_is_unset() -> None:
         )
     assert r.status_code == 412
     assert "CDS_FHIR_BASE_URL is not set" in r.json()["issue"][0]["diagnostics"]
+
+
+# --- 2. invalid draft orders -----------------------------------------------------------------
+
+B12_INJECTION = ("309594", "cyanocobalamin 1000 MCG/ML Injectable Solution")
+
+
+def sandbox_order(hook: str, draft: dict[str, Any]) -> dict[str, Any]:
+    """An order call as the sandbox's rx-view / rx-sign sends it, for the low-B12 patient."""
+    golden = golden_request("t6-unspecified-low-b12", "patient-view")
+    return sandbox_request(
+        hook,
+        "b12gp-017",
+        fhir_server="https://launch.smarthealthit.org/v/r4/fhir",
+        prefetch=golden["prefetch"],
+        context=sandbox_order_context(hook, draft),
+    )
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+async def test_the_sandboxs_invalid_draft_is_read_for_what_the_rules_use(hook: str) -> None:
+    """Before: `category` as an object made the whole call a 400, shown as "all clear"."""
+    draft = sandbox_draft("b12gp-017", *B12_INJECTION)
+    assert isinstance(draft["category"], dict)
+    async with sandbox_client(sandbox_app([])) as c:
+        r = await c.post(f"/cds-services/b12-{hook}", json=sandbox_order(hook, draft))
+    assert r.status_code == 200, r.text
+    cards = {card["extension"]["card"]: card for card in r.json()["cards"]}
+    # The draft was read: it is the drafted B12 therapy that S7 names, and nothing is unchecked.
+    assert "MedicationRequest/request-123" in cards["safety-S7"]["detail"]
+    assert "draft-order-not-checked" not in cards
+
+
+async def test_a_draft_whose_read_fields_have_wrong_types_is_named_not_checked() -> None:
+    draft = sandbox_draft("b12gp-017", *B12_INJECTION)
+    draft["dosageInstruction"][0]["timing"]["repeat"]["period"] = "1"
+    async with sandbox_client(sandbox_app([])) as c:
+        r = await c.post("/cds-services/b12-order-sign", json=sandbox_order("order-sign", draft))
+    assert r.status_code == 200, r.text
+    cards = {card["extension"]["card"]: card for card in r.json()["cards"]}
+    assert "treatment" in cards  # the rest of the answer is given
+    card = cards["draft-order-not-checked"]
+    assert card["summary"] == "Not checked: MedicationRequest/request-123"
+    assert (
+        "not checked: `MedicationRequest/request-123`, "
+        "dosageInstruction[0].timing.repeat.period is not a number" in card["detail"]
+    )
+
+
+async def test_an_unreadable_draft_the_rules_do_not_need_is_ignored() -> None:
+    draft = sandbox_draft("b12gp-017", "308182", "amoxicillin 250 MG Oral Capsule")
+    draft["dosageInstruction"] = {"text": "not an array"}
+    async with sandbox_client(sandbox_app([])) as c:
+        r = await c.post("/cds-services/b12-order-sign", json=sandbox_order("order-sign", draft))
+    assert r.status_code == 200, r.text
+    kinds = [card["extension"]["card"] for card in r.json()["cards"]]
+    assert "treatment" in kinds and "draft-order-not-checked" not in kinds
+
+
+async def test_a_draft_with_an_unreadable_medication_is_named_not_checked() -> None:
+    draft = sandbox_draft("b12gp-017", *B12_INJECTION)
+    draft["medicationCodeableConcept"]["coding"] = {"code": "309594"}
+    async with sandbox_client(sandbox_app([])) as c:
+        r = await c.post("/cds-services/b12-order-sign", json=sandbox_order("order-sign", draft))
+    assert r.status_code == 200, r.text
+    card = next(c for c in r.json()["cards"] if c["extension"]["card"] == "draft-order-not-checked")
+    assert "medicationCodeableConcept.coding is not an array" in card["detail"]

@@ -1,0 +1,171 @@
+"""/health latency while the largest requests the service accepts are being answered.
+
+`python -m bench.largest [--rounds N]` starts the service (one uvicorn worker, auth off), then
+for each case sends the request N times one after the other while another connection asks
+`/health` every 10 ms, and prints the request time and the /health latency (p50, p99, max).
+
+Cases, each at the documented caps: a 5 MB body of full-size observations (CDS_MAX_BODY_BYTES);
+20,000 small resources, 10,000 in one key (CDS_MAX_RESOURCES, CDS_MAX_ENTRIES_PER_KEY); 200
+draft B12 orders (CDS_MAX_DRAFT_ORDERS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.server import Server
+from cds_service.settings import DEFAULT_MAX_BODY_BYTES
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUESTS = ROOT / "fhir_examples" / "requests"
+
+
+def _request(name: str) -> dict[str, Any]:
+    return json.loads((REQUESTS / name).read_text())
+
+
+def _observation(body: dict[str, Any], loinc: str) -> dict[str, Any]:
+    return next(
+        e for e in body["prefetch"]["observations"]["entry"] if loinc in json.dumps(e["resource"])
+    )
+
+
+def full_size_body() -> bytes:
+    """As many full-size haemoglobin results as fit under the body cap, then the real ones."""
+    body = _request("t6-unspecified-low-b12.patient-view.json")
+    own = body["prefetch"]["observations"]["entry"]
+    hb = _observation(body, "718-7")
+    size = len(orjson.dumps(hb)) + 1
+    room = DEFAULT_MAX_BODY_BYTES - len(orjson.dumps(body)) - 1024
+    extra = []
+    for i in range(room // size):
+        entry = copy.deepcopy(hb)
+        entry["resource"]["id"] = f"hb-{i}"
+        extra.append(entry)
+    body["prefetch"]["observations"]["entry"] = extra + own
+    return orjson.dumps(body)
+
+
+def many_resources_body() -> bytes:
+    """10,000 minimal observations and 9,990 minimal conditions."""
+    body = _request("t6-unspecified-low-b12.patient-view.json")
+    own = body["prefetch"]["observations"]["entry"]
+    subject = {"reference": "Patient/b12gp-017"}
+    obs = [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": f"o{i}",
+                "status": "final",
+                "subject": subject,
+                "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+                "effectiveDateTime": "2020-01-01",
+                "valueQuantity": {"value": 13.0, "unit": "g/dL"},
+            }
+        }
+        for i in range(10_000 - len(own))
+    ]
+    conditions = [
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": f"c{i}",
+                "subject": subject,
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+            }
+        }
+        for i in range(9_990 - len(body["prefetch"]["conditions"].get("entry", [])))
+    ]
+    body["prefetch"]["observations"]["entry"] = obs + own
+    body["prefetch"]["conditions"].setdefault("entry", []).extend(conditions)
+    return orjson.dumps(body)
+
+
+def many_drafts_body() -> bytes:
+    body = _request("s2-draft-iv-cyanocobalamin.order-sign.json")
+    draft = body["context"]["draftOrders"]["entry"][0]
+    entries = []
+    for i in range(200):
+        entry = copy.deepcopy(draft)
+        entry["resource"]["id"] = f"draft-{i}"
+        entries.append(entry)
+    body["context"]["draftOrders"]["entry"] = entries
+    return orjson.dumps(body)
+
+
+CASES = {
+    "5 MB of full-size observations (patient-view)": ("b12-patient-view", full_size_body),
+    "20,000 small resources (patient-view)": ("b12-patient-view", many_resources_body),
+    "200 draft orders (order-sign)": ("b12-order-sign", many_drafts_body),
+}
+
+
+async def _poll_health(base: str, stop: asyncio.Event, latencies: list[float]) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        while not stop.is_set():
+            began = time.perf_counter()
+            response = await http.get("/health")
+            latencies.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200
+            await asyncio.sleep(0.01)
+
+
+async def measure(base: str, service: str, body: bytes, rounds: int) -> dict[str, Any]:
+    stop = asyncio.Event()
+    health: list[float] = []
+    durations: list[float] = []
+    statuses: set[int] = set()
+    poller = asyncio.create_task(_poll_health(base, stop, health))
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        await asyncio.sleep(0.2)
+        for _ in range(rounds):
+            began = time.perf_counter()
+            response = await http.post(
+                f"/cds-services/{service}",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            durations.append((time.perf_counter() - began) * 1000)
+            statuses.add(response.status_code)
+    stop.set()
+    await poller
+    health.sort()
+    return {
+        "bytes": len(body),
+        "status": sorted(statuses),
+        "request_ms_median": sorted(durations)[len(durations) // 2],
+        "health_n": len(health),
+        "health_p50_ms": health[len(health) // 2],
+        "health_p99_ms": health[min(len(health) - 1, int(len(health) * 0.99))],
+        "health_max_ms": health[-1],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    bodies = {name: (service, build()) for name, (service, build) in CASES.items()}
+    with Server("service", "cds_service.app:app", env={"CDS_AUTH": "off"}) as server:
+        for name, (service, body) in bodies.items():
+            result = asyncio.run(measure(server.base_url, service, body, args.rounds))
+            print(
+                f"{name}: {result['bytes'] / 1e6:.2f} MB, status {result['status']}, request "
+                f"{result['request_ms_median']:.0f} ms (median); /health over "
+                f"{result['health_n']} probes: p50 {result['health_p50_ms']:.1f} ms, "
+                f"p99 {result['health_p99_ms']:.1f} ms, max {result['health_max_ms']:.1f} ms"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

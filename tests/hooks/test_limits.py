@@ -1,0 +1,232 @@
+"""Hard limits through HTTP: nesting depth, documented caps, the fallback fetch's memory budget,
+and a large request that does not hold the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+from fhirserver import FhirTestServer
+
+from cds_service.app import create_app
+from cds_service.fetch import Allowlist, FhirFetcher
+from cds_service.fetch.budget import MemoryBudget, _Usage
+from cds_service.json_limits import MAX_DEPTH, too_deep
+from cds_service.settings import Settings
+
+from .helpers import START, client, golden_request
+
+pytestmark = pytest.mark.anyio
+PV = "/cds-services/b12-patient-view"
+APPLY = "/fhir/PlanDefinition/b12-deficiency-standard/$apply"
+
+
+def nested_extension(levels: int) -> list[dict[str, Any]]:
+    inner: list[dict[str, Any]] = [{"url": "https://example.org/x", "valueString": "x"}]
+    for _ in range(levels):
+        inner = [{"url": "https://example.org/x", "extension": inner}]
+    return inner
+
+
+def _b12(body: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        e["resource"]
+        for e in body["prefetch"]["observations"]["entry"]
+        if "14685-2" in json.dumps(e["resource"]["code"])
+    )
+
+
+# --- 5. depth --------------------------------------------------------------------------------
+
+
+async def test_120_levels_of_extension_in_a_hook_call_is_400_not_500() -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    _b12(body)["extension"] = nested_extension(120)
+    async with client() as c:
+        r = await c.post(PV, json=body)
+    assert r.status_code == 400, r.text
+    assert f"deeper than {MAX_DEPTH} levels" in r.json()["error"]["message"]
+
+
+async def test_deep_nesting_in_a_draft_order_is_400() -> None:
+    body = golden_request("s2-draft-iv-cyanocobalamin", "order-sign")
+    body["context"]["draftOrders"]["entry"][0]["resource"]["extension"] = nested_extension(120)
+    async with client() as c:
+        r = await c.post("/cds-services/b12-order-sign", json=body)
+    assert r.status_code == 400, r.text
+
+
+async def test_120_levels_of_extension_in_apply_data_is_400() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}}],
+    }
+    bundle["entry"][0]["resource"]["extension"] = nested_extension(120)
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": "Patient/p1"},
+            {"name": "data", "resource": bundle},
+        ],
+    }
+    async with client() as c:
+        r = await c.post(APPLY, json=params)
+    assert r.status_code == 400, r.text
+    assert "deeper than" in r.json()["issue"][0]["diagnostics"]
+
+
+async def test_ordinary_nesting_within_the_limit_is_answered() -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    _b12(body)["extension"] = nested_extension(20)
+    async with client() as c:
+        r = await c.post(PV, json=body)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("depth", [1, 2, 63, 64, 65, 300])
+def test_the_depth_check_counts_levels_outside_strings_only(depth: int) -> None:
+    value: Any = {}
+    for i in range(depth - 1):
+        value = {"k": value, "s": '"[{\\"' * (i % 3)} if i % 2 else [value, "]]}}"]
+    raw = json.dumps(value).encode()
+    assert too_deep(raw) == (depth > MAX_DEPTH)
+
+
+# --- 8. caps ---------------------------------------------------------------------------------
+
+
+async def test_more_draft_orders_than_the_cap_is_413_naming_it() -> None:
+    body = golden_request("s2-draft-iv-cyanocobalamin", "order-sign")
+    entry = body["context"]["draftOrders"]["entry"][0]
+    body["context"]["draftOrders"]["entry"] = [copy.deepcopy(entry) for _ in range(201)]
+    async with client() as c:
+        r = await c.post("/cds-services/b12-order-sign", json=body)
+    assert r.status_code == 413, r.text
+    assert "CDS_MAX_DRAFT_ORDERS" in r.json()["error"]["message"]
+
+
+def capped_app(**caps: int) -> Any:
+    return create_app(Settings(auth=False, **caps), clock=lambda: START)
+
+
+async def test_more_entries_in_one_key_than_the_cap_is_413() -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    entries = body["prefetch"]["observations"]["entry"]
+    async with client(capped_app(max_entries_per_key=len(entries) - 1), signed=False) as c:
+        r = await c.post(PV, json=body)
+    assert r.status_code == 413
+    assert "prefetch.observations" in r.json()["error"]["message"]
+
+
+async def test_more_resources_in_all_than_the_cap_is_413() -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    async with client(capped_app(max_resources=3), signed=False) as c:
+        r = await c.post(PV, json=body)
+        assert r.status_code == 413
+        assert "CDS_MAX_RESOURCES" in r.json()["error"]["message"]
+        params = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "subject", "valueString": "Patient/b12gp-017"},
+                {
+                    "name": "data",
+                    "resource": {
+                        "resourceType": "Bundle",
+                        "type": "collection",
+                        "entry": [{"resource": {"resourceType": "Basic"}}] * 4,
+                    },
+                },
+            ],
+        }
+        r = await c.post(APPLY, json=params)
+        assert r.status_code == 413
+
+
+async def test_a_large_request_does_not_hold_the_event_loop() -> None:
+    """While a request near the caps is answered, /health is answered first."""
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    own = body["prefetch"]["observations"]["entry"]
+    hb = next(e for e in own if "718-7" in json.dumps(e))
+    filler = []
+    for i in range(4500):
+        entry = copy.deepcopy(hb)
+        entry["resource"]["id"] = f"hb-{i}"
+        filler.append(entry)
+    body["prefetch"]["observations"]["entry"] = filler + own
+    raw = json.dumps(body).encode()
+    done: list[str] = []
+    async with client() as c:
+
+        async def big() -> None:
+            r = await c.post(PV, content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 200
+            done.append("big")
+
+        async def health() -> None:
+            await asyncio.sleep(0.05)  # the big request is being answered by then
+            r = await c.get("/health")
+            assert r.status_code == 200
+            done.append("health")
+
+        await asyncio.gather(big(), health())
+    assert done == ["health", "big"]
+
+
+# --- 9. memory budget of the fallback fetch ---------------------------------------------------
+
+
+def fetch_body(server: FhirTestServer) -> dict[str, Any]:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    del body["prefetch"]["observations"]
+    body["fhirServer"] = server.base_url
+    body["fhirAuthorization"] = {
+        "access_token": server.token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "b12-cds",
+    }
+    return body
+
+
+async def _call(fetcher: FhirFetcher, body: dict[str, Any]) -> Any:
+    app = create_app(Settings(auth=False), fetcher=fetcher, clock=lambda: START)
+    try:
+        async with client(app, signed=False) as c:
+            return await c.post(PV, json=body)
+    finally:
+        await fetcher.aclose()
+
+
+async def test_an_answer_past_the_per_call_budget_is_412_not_an_oom(
+    fhir_server: FhirTestServer,
+) -> None:
+    budget = MemoryBudget(per_call=1024, total=1024 * 1024)
+    fetcher = FhirFetcher(Allowlist(allow_loopback=True), budget=budget)
+    r = await _call(fetcher, fetch_body(fhir_server))
+    assert r.status_code == 412, r.text
+    assert "CDS_FHIR_MAX_BYTES_PER_CALL" in r.json()["error"]["reasons"]["observations"]
+    assert budget.used == 0  # given back when the call was answered
+
+
+async def test_the_process_budget_in_use_by_other_calls_makes_the_key_unavailable(
+    fhir_server: FhirTestServer,
+) -> None:
+    budget = MemoryBudget(per_call=1024 * 1024, total=2 * 1024 * 1024)
+    others = [_Usage(), _Usage()]
+    for other in others:  # two other calls hold nearly all of it
+        budget.reserve(other, 1024 * 1024 - 50)
+    fetcher = FhirFetcher(Allowlist(allow_loopback=True), budget=budget)
+    r = await _call(fetcher, fetch_body(fhir_server))
+    assert r.status_code == 412
+    assert "in use by other calls" in r.json()["error"]["reasons"]["observations"]
+    for other in others:
+        budget.release(other)
+    fetcher = FhirFetcher(Allowlist(allow_loopback=True), budget=budget)
+    r = await _call(fetcher, fetch_body(fhir_server))
+    assert r.status_code == 200, r.text
+    assert budget.used == 0
