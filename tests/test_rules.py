@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from records import ICD, SNOMED, Record
+from records import ICD, RXNORM, SNOMED, Record
 
+from cds_service.clinical.extract import _codings, _words
 from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine
 
@@ -401,3 +402,53 @@ def test_M1_M2_M3_come_with_every_schedule() -> None:
 def test_M4_only_with_S6() -> None:
     assert "M4" not in plan(low_b12()).rule_ids
     assert "M4" in plan(low_b12().lab("2823-3", 3.1, "mmol/L")).rule_ids
+
+
+# --- Medications: B12 and folate products recognised by ingredient (protocol 1.1) -----------
+
+RXNORM_B12_ORAL = ("211965", "Vitamin B 12 1 MG Oral Tablet")
+
+
+def test_Medications_b12_products_recognised_by_ingredient_in_any_form() -> None:
+    def is_b12(concept: dict[str, object]) -> bool:
+        return ENGINE.assessor.codes.matches("b12_product", _codings(concept), _words(concept))
+
+    named = {
+        "coding": [{"system": RXNORM, "code": RXNORM_B12_ORAL[0], "display": RXNORM_B12_ORAL[1]}]
+    }
+    assert is_b12(named)  # the RxNorm name carries the ingredient
+    for text in (
+        "Vitamin B-12 1000 mcg sublingual tablet",
+        "vit B 12 tablets",
+        "Mecobalamin 500 mcg tablet",
+        "methylcobalamin 1 mg",
+        "Nascobal 500 mcg/spray nasal spray",
+        "hydroxocobalamin 1 mg/mL injection",
+    ):
+        assert is_b12({"text": text}), text
+    for text in ("Vitamin B6 25 mg tablet", "Vitamin D3 1000 unit capsule", "Lisinopril 10 mg"):
+        assert not is_b12({"text": text}), text
+    # An RxCUI that no stored source verified is not matched on its number alone.
+    assert not is_b12({"coding": [{"system": RXNORM, "code": RXNORM_B12_ORAL[0]}]})
+
+
+def test_Medications_current_b12_therapy_by_rxnorm_name_and_folates_by_text() -> None:
+    on_b12 = Record().b12(1450, "pg/mL")
+    on_b12.resources.append(
+        {
+            "resourceType": "MedicationStatement",
+            "id": "ms-1",
+            "status": "active",
+            "medicationCodeableConcept": {
+                "coding": [
+                    {"system": RXNORM, "code": RXNORM_B12_ORAL[0], "display": RXNORM_B12_ORAL[1]}
+                ]
+            },
+            "subject": {"reference": "Patient/p1"},
+        }
+    )
+    assert plan(on_b12).assessment.deficiency_rules == ("D5",)  # not D7: B12 is being taken
+    folate = Record().b12(190).medication("L-methylfolate 15 MG Oral Tablet", status="draft")
+    assert "S3" in flags(plan(folate))
+    covered = folate.medication("Vitamin B 12 1 MG Oral Tablet", status="draft")
+    assert "S3" not in flags(plan(covered))

@@ -134,6 +134,9 @@ def test_expected_cards_for_key_patients() -> None:
             ("no-confirmed-deficiency", "info")
         ]
         assert ("safety-S2", "warning") in await kinds("s2-draft-iv-cyanocobalamin", "order-sign")
+        assert await kinds("med-b12-nasal-brand-draft-unknown", "order-sign") == [
+            ("no-confirmed-deficiency", "info")
+        ]
 
     asyncio.run(main())
 
