@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from answers import answer, contradictions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from records import Record
@@ -29,6 +30,8 @@ MEDS = [
     "folic acid 1 mg tablet",
     "lisinopril 10 mg tablet",
     "hydroxocobalamin injection",
+    "cyanocobalamin 1000 mcg tablet",
+    "vitamin B12 1000 mcg sublingual",
 ]
 UNITS = ["pmol/L", "pg/mL", "ng/L", "nmol/L", "mIU/mL", "pmol/l"]
 
@@ -126,6 +129,24 @@ def test_severe_deficiency_is_recommended_im_first(case: tuple[Record, date], pr
         assert plan.recommended.phases[0].phase.route == "intramuscular"
         for schedule in plan.schedules:
             assert schedule.phases[0].phase.route == "intramuscular"
+
+
+@SETTINGS
+@given(records(), st.sampled_from(["patient-view", "order-sign"]))
+def test_no_two_cards_contradict_and_no_card_proposes_iv(
+    case: tuple[Record, date], hook: str
+) -> None:
+    record, start = case
+    drafts = [r for r in record.resources if r.get("status") == "draft"]
+    rest = [r for r in record.resources if r.get("status") != "draft"]
+    cards = answer(
+        ENGINE,
+        rest,
+        start=start,
+        hook=hook,
+        draft_orders=drafts if hook == "order-sign" else (),
+    )
+    assert contradictions(cards) == []
 
 
 FIELDS = [

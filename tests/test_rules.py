@@ -266,6 +266,64 @@ def test_S7_current_therapy_means_no_new_course() -> None:
     ).assessment.findings
 
 
+ORAL = ("26643006", "Oral route")
+SUBLINGUAL = ("37839007", "Sublingual route")
+
+
+def test_S7_amended_only_adequate_therapy_stops_a_new_course() -> None:
+    iv_only = plan(low_b12().medication("cyanocobalamin injection", route=IV))
+    assert "S7" not in flags(iv_only) and iv_only.assessment.new_course
+    im_and_iv = low_b12().medication("cyanocobalamin injection", route=IM)
+    im_and_iv.medication("cyanocobalamin injection", status="draft", route=IV)
+    p = plan(im_and_iv)
+    assert {"S2", "S7"} <= flags(p) and not p.assessment.new_course
+
+
+def test_S11_oral_therapy_with_a_malabsorptive_cause_switches_to_im() -> None:
+    for route in (ORAL, SUBLINGUAL):
+        record = low_b12().condition(ICD, "D51.0")
+        record.medication("cyanocobalamin 1000 mcg", route=route, kind="MedicationStatement")
+        p = plan(record)
+        assert "S11" in flags(p) and "S7" not in flags(p)
+        assert p.assessment.new_course and p.assessment.switch
+        assert p.assessment.switch.rule.id == "S11"
+        assert p.recommended and p.recommended.phases[0].phase.route == "intramuscular"
+    bariatric = low_b12().procedure("430715008").medication("cyanocobalamin 1000 mcg tablet")
+    p = plan(bariatric)
+    assert "S11" in flags(p) and p.recommended and p.recommended.rule_id == "R2"
+    assert p.recommended.phases[-1].phase.route == "intramuscular"
+
+
+def test_S11_oral_therapy_with_neurological_involvement_switches_to_im() -> None:
+    record = low_b12().condition(SNOMED, "42345000")
+    record.medication("cyanocobalamin 1000 mcg tablet", status="draft", route=ORAL)
+    assert {"S1", "S11"} <= flags(plan(record)) and "S7" not in flags(plan(record))
+
+
+def test_S11_b12_still_deficient_four_weeks_into_oral_therapy() -> None:
+    def on_oral_since(started: str) -> Plan:
+        record = Record().b12(110, when="2026-10-13").medication("metformin 500 mg tablet")
+        record.medication("cyanocobalamin 1000 mcg tablet")
+        record.resources[-1]["authoredOn"] = started
+        return plan(record)
+
+    failing = on_oral_since("2026-09-15")  # 28 days before the result
+    assert "S11" in flags(failing) and failing.recommended
+    assert failing.recommended.rule_id == "R2"
+    recent = on_oral_since("2026-09-16")  # 27 days: too early to call it failing
+    assert "S11" not in flags(recent) and "S7" in flags(recent)
+
+
+def test_S11_does_not_fire_on_injections_or_on_adequate_oral_therapy() -> None:
+    injected = low_b12().condition(ICD, "D51.0").medication("cyanocobalamin 1000 mcg/mL injection")
+    assert "S11" not in flags(plan(injected)) and "S7" in flags(plan(injected))
+    both = low_b12().condition(ICD, "D51.0").medication("cyanocobalamin injection", route=IM)
+    both.medication("cyanocobalamin 1000 mcg tablet", route=ORAL)
+    assert "S11" not in flags(plan(both))
+    dietary = low_b12().condition(SNOMED, "281015005").medication("cyanocobalamin tablet")
+    assert "S11" not in flags(plan(dietary)) and "S7" in flags(plan(dietary))
+
+
 def test_S8_under_18_gets_no_schedule() -> None:
     p = ENGINE.plan(Record(birth_date="2009-12-02").b12(110).resources, start=START)
     assert "S8" in flags(p) and p.recommended is None

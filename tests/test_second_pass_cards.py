@@ -59,3 +59,34 @@ def test_R6_a_card_that_calls_the_patient_severe_recommends_im_first() -> None:
         first = recommended[0]["actions"][0]["resource"]
         assert first["dosageInstruction"][0]["route"]["coding"][0]["code"] == "78421000"
         assert "R6" in card["extension"]["rules"]
+
+
+def test_S11_card_switches_to_im_and_deletes_the_oral_draft_on_order_hooks() -> None:
+    for hook in ("order-select", "order-sign"):
+        cards = cards_of("s11-draft-oral-b12-neuropathy", hook)
+        kinds = by_kind(cards)
+        assert "safety-S7" not in kinds and "treatment" not in kinds
+        card = kinds["safety-S11"]
+        assert card["indicator"] == "warning" and "switch" in card["summary"].lower()
+        first = card["suggestions"][0]
+        assert first["isRecommended"]
+        assert first["actions"][0] == {
+            "type": "delete",
+            "description": "Remove the draft order MedicationRequest/b12gp-a08-med-4",
+            "resourceId": "MedicationRequest/b12gp-a08-med-4",
+        }
+        created = [a["resource"] for a in first["actions"][1:]]
+        assert len(created) == 4
+        routes = {r["dosageInstruction"][0]["route"]["coding"][0]["code"] for r in created}
+        assert routes == {"78421000"}
+
+
+def test_S11_card_on_patient_view_offers_only_im_schedules() -> None:
+    kinds = by_kind(cards_of("s11-oral-b12-pernicious-anaemia"))
+    assert "treatment" not in kinds and "safety-S7" not in kinds
+    card = kinds["safety-S11"]
+    labels = [s["label"] for s in card["suggestions"]]
+    assert labels[0].startswith("Switch to") and len(labels) == 2  # 1000 mcg and FDA 100 mcg
+    assert "Stop when the first injection is given" in card["detail"]
+    assert "MedicationStatement/b12gp-a06-med-2" in card["detail"]
+    assert "monitoring" in kinds

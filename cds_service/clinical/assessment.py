@@ -87,6 +87,14 @@ class Assessment:
         return self.schedule_allowed and not any(f.rule.no_new_course for f in self.findings)
 
     @property
+    def switch(self) -> Finding | None:
+        """The finding whose card carries the new course because it replaces the current
+        therapy (S2 intravenous, S11 oral not enough), if a new course is due at all."""
+        if not self.new_course:
+            return None
+        return next((f for f in self.findings if f.rule.replaces), None)
+
+    @property
     def rule_ids(self) -> tuple[str, ...]:
         ids = list(self.deficiency_rules)
         if self.type_rule:
@@ -113,6 +121,7 @@ class Assessor:
         scope = Scope(self.protocol, prof, facts, self.codes, day, b12_therapy=therapy)
         status, d_rules, d_evidence = self._deficiency(scope)
         scope.status = status
+        scope.deficiency_rules = tuple(d_rules)
 
         type_rule: TypeRule | None = None
         causes: list[Cause] = []

@@ -37,6 +37,7 @@ class CodeIndex:
         self._exact: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._prefix: list[tuple[str, str, str]] = []
         self._words: dict[str, re.Pattern[str]] = {}
+        self._qualifiers = {n for n, vs in protocol.codes.value_sets.items() if vs.qualifier}
         # value set -> (system, normalised code, entry): to cite the protocol's own entries.
         self._entries: dict[str, list[tuple[str, str, CodeEntry]]] = defaultdict(list)
         for name, vs in protocol.codes.value_sets.items():
@@ -82,6 +83,8 @@ class CodeIndex:
 
     def known(self, codings: Iterable[tuple[str, str]], words: str = "") -> bool:
         """Whether a resource could matter to any rule at all (used to skip the rest cheaply)."""
-        if self.value_sets_of(codings):
+        if self.value_sets_of(codings) - self._qualifiers:
             return True
-        return bool(words) and any(p.search(words) for p in self._words.values())
+        return bool(words) and any(
+            p.search(words) for name, p in self._words.items() if name not in self._qualifiers
+        )

@@ -42,6 +42,7 @@ class Scope:
     causes: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
     severity: str | None = None
+    deficiency_rules: tuple[str, ...] = ()
     b12_therapy: tuple[CodedRecord, ...] = field(default=())
     #: Which Conditions `condition:` reads. Deficiency and type rules read confirmed ones only
     #: (protocol D1 amended); safety rules read every non-refuted one, since a suspected
@@ -95,6 +96,29 @@ def _compare(arg: Mapping[str, Any], scope: Scope, op: str) -> Result:
     }[op]
     evidence = [Evidence(result.reference, f"{spec.title} {result.shown}", result.date_text)]
     return hit, evidence if hit else []
+
+
+def _deficient_on_therapy(days: int, scope: Scope) -> Result:
+    """The laboratory result that confirmed the deficiency (D2, D3) was taken at least `days`
+    after a current (not draft) B12 therapy began: that therapy has not corrected it."""
+    result = scope.facts.results.get("b12")
+    if not ({"D2", "D3"} & set(scope.deficiency_rules)) or result is None or result.when is None:
+        return False, []
+    taken = result.when.date()
+    for r in scope.b12_therapy:
+        if r.status == "draft" or r.date is None:
+            continue
+        try:
+            began = date.fromisoformat(r.date)
+        except ValueError:
+            continue
+        if (taken - began).days >= days:
+            spec = scope.protocol.observations.analytes["b12"]
+            return True, [
+                Evidence(r.reference, f"{r.label} (since {r.date})", r.date),
+                Evidence(result.reference, f"{spec.title} {result.shown}", result.date_text),
+            ]
+    return False, []
 
 
 def evaluate(expr: Mapping[str, Any], scope: Scope) -> Result:
@@ -176,6 +200,21 @@ def _leaf(key: str, arg: Any, scope: Scope, route: str | None) -> Result:
             for r in scope.b12_therapy
         ]
         return has == bool(arg), found if has else []
+    if key in ("b12_therapy_by", "b12_therapy_other_than"):
+        # A therapy record is "by" a value set when its route or its product says so (an oral
+        # tablet often carries no route at all).
+        therapy = [
+            r
+            for r in scope.b12_therapy
+            if codes.matches(arg, (*r.route_codings, *r.codings), f"{r.route_words} {r.words}")
+            == (key == "b12_therapy_by")
+        ]
+        shown = [
+            Evidence(r.reference, f"{r.label} ({r.status or 'order'})", r.date) for r in therapy
+        ]
+        return bool(therapy), shown
+    if key == "b12_deficient_on_therapy_after_days":
+        return _deficient_on_therapy(int(arg), scope)
     if key == "type":
         wanted = arg if isinstance(arg, list) else [arg]
         return scope.type in wanted, []

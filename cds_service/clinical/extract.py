@@ -219,6 +219,20 @@ def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object
     return dose, (dict(timing) if isinstance(timing, OBJECT) else None), first.get("route")
 
 
+def _therapy_start(res: Resource) -> str | None:
+    """When a medication began: the statement's effective start, else when it was written."""
+    period = res.get("effectivePeriod")
+    for value in (
+        res.get("effectiveDateTime"),
+        period.get("start") if isinstance(period, OBJECT) else None,
+        res.get("authoredOn"),
+        res.get("dateAsserted"),
+    ):
+        if isinstance(value, str) and value:
+            return value[:10]
+    return None
+
+
 class FactExtractor:
     """Builds Facts; holds the code indexes so they are built once per protocol, not per call."""
 
@@ -414,7 +428,7 @@ class FactExtractor:
             codings=codings,
             words=words,
             label=_label(concept),
-            date=str(res.get("authoredOn") or res.get("dateAsserted") or "")[:10] or None,
+            date=_therapy_start(res),
             route_codings=_codings(route),
             route_words=_words(route),
             status=_str(res.get("status")),

@@ -232,8 +232,57 @@ class CardBuilder:
     def is_b12(self, r: CodedRecord) -> bool:
         return self.codes.matches("b12_product", r.codings, r.words)
 
-    def is_iv(self, r: CodedRecord) -> bool:
-        return self.codes.matches("intravenous_route", r.route_codings, r.route_words)
+    def replaced_by(self, value_set: str, r: CodedRecord) -> bool:
+        """An order a rule replaces, by its route or by its product (as rules.yaml reads it)."""
+        return self.codes.matches(
+            value_set, (*r.route_codings, *r.codings), f"{r.route_words} {r.words}"
+        )
+
+    def switch_detail(self, plan: Plan, replaces: str) -> list[str]:
+        """The course the switch card proposes, and the current orders it replaces."""
+        rec = plan.recommended
+        assert rec is not None
+        a = plan.assessment
+        current = [
+            f"- {r.label} ({r.status or 'order'}) — `{r.reference}`"
+            for r in a.b12_therapy
+            if r.status != "draft" and self.replaced_by(replaces, r)
+        ]
+        lines: list[str] = [
+            "",
+            f"**Switch to** ({rec.rule_id}): {rec.regimen.title}",
+            "",
+            *self.schedule_table(rec),
+        ]
+        if current:
+            lines += ["", "**Stop when the first injection is given:**", *current]
+        lines += self.severity_lines(plan)
+        return lines
+
+    def switch_suggestions(
+        self,
+        plan: Plan,
+        series: Mapping[str, list[JSON]],
+        replaced: list[CodedRecord],
+        new_id: Callable[[], str],
+    ) -> list[JSON]:
+        """The IM schedules of the plan, each deleting the drafts being replaced."""
+        deletes = [r.reference for r in replaced]
+        out = []
+        for schedule in plan.schedules:
+            if any(p.phase.route != "intramuscular" for p in schedule.phases):
+                continue
+            tag = "Switch to" if schedule.recommended else "Alternative: switch to"
+            suggestion = self.series_suggestion(
+                schedule,
+                series,
+                new_id,
+                label=_summary(f"{tag} {schedule.regimen.title}"),
+                deletes=deletes,
+            )
+            if suggestion is not None:
+                out.append(suggestion)
+        return out
 
     def on_protocol(self, r: CodedRecord, plan: Plan) -> bool:
         """The draft's dose, route and frequency match the first phase of some proposed schedule.
@@ -266,12 +315,13 @@ class CardBuilder:
         out: list[JSON] = []
         drafts = self._checked_drafts(plan, ctx)
         b12_drafts = [r for r in drafts if self.is_b12(r)]
-        iv_drafts = [r for r in b12_drafts if self.is_iv(r)]
         active_b12 = [r for r in a.facts.medications if self.is_b12(r)]
         handled: set[str] = set()
 
+        switch = a.switch
         if a.new_course and plan.recommended is not None:
-            out.append(self.treatment_card(plan, series, ctx, new_id))
+            if switch is None:
+                out.append(self.treatment_card(plan, series, ctx, new_id))
             if plan.monitoring:
                 out.append(self.monitoring_card(plan, ctx, new_id))
 
@@ -284,9 +334,18 @@ class CardBuilder:
             if finding.evidence:
                 detail += ["**Evidence**", *_evidence_lines(finding.evidence)]
             suggestions: list[JSON] = []
-            if rule.id == "S2" and iv_drafts:
-                suggestions += self._replace(plan, series, iv_drafts, new_id, "IM protocol series")
-                handled |= {r.reference for r in iv_drafts}
+            if rule.replaces:
+                replaced = [
+                    r
+                    for r in b12_drafts
+                    if r.reference not in handled and self.replaced_by(rule.replaces, r)
+                ]
+                if finding is switch:
+                    detail += self.switch_detail(plan, rule.replaces)
+                    suggestions += self.switch_suggestions(plan, series, replaced, new_id)
+                elif replaced:
+                    suggestions += self._replace(plan, series, replaced, new_id, "IM series")
+                handled |= {r.reference for r in replaced}
             if rule.id == "S7":
                 duplicates = [r for r in b12_drafts if r.reference not in handled]
                 if active_b12 and duplicates:
@@ -379,7 +438,7 @@ class CardBuilder:
         what: str,
     ) -> list[JSON]:
         refs = [r.reference for r in drafts]
-        if plan.recommended is not None and plan.assessment.schedule_allowed:
+        if plan.recommended is not None and plan.assessment.new_course:
             suggestion = self.series_suggestion(
                 plan.recommended,
                 series,

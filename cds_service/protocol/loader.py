@@ -41,6 +41,8 @@ _VALUE_SET_KEYS = {
     "allergy",
     "draft_service_request",
     "route",
+    "b12_therapy_by",
+    "b12_therapy_other_than",
 }
 _ANALYTE_KEYS = {"positive"}
 _COMPARISON_KEYS = {"below", "at_or_below", "above"}
@@ -58,6 +60,7 @@ _LEAF_KEYS = (
         "cause",
         "flag",
         "severity",
+        "b12_deficient_on_therapy_after_days",
     }
 )
 
@@ -212,6 +215,8 @@ def _check(p: Protocol) -> None:
     for s in p.rules.safety_rules:
         check_when(s.when, f"rules.yaml: {s.id}")
         cite(s.citations, f"rules.yaml: {s.id}")
+        if s.replaces and s.replaces not in value_sets:
+            raise ProtocolError(f"rules.yaml: {s.id}: unknown value set {s.replaces!r}")
         if s.route and s.route not in p.regimens.routes:
             raise ProtocolError(f"rules.yaml: {s.id}: unknown route {s.route!r}")
         for m in s.monitoring:

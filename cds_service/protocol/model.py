@@ -30,6 +30,9 @@ class ValueSet(Strict):
     title: str
     codes: tuple[CodeEntry, ...] = ()
     text: tuple[str, ...] = ()
+    #: Qualifies records another value set already picked (a route or form of B12 therapy);
+    #: its words ("tablet", "injection") never make an unrelated resource worth reading.
+    qualifier: bool = False
 
 
 class CodesTable(Strict):
@@ -104,6 +107,9 @@ class SafetyRule(Strict):
     route: str | None = None
     blocks_schedule: bool = False
     no_new_course: bool = False
+    #: A value set of B12 orders this rule replaces: its card carries the protocol's IM series
+    #: (in place of the treatment card) and, on order hooks, deletes the matching drafts.
+    replaces: str | None = None
     monitoring: tuple[str, ...] = ()
 
 

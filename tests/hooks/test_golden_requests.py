@@ -86,7 +86,10 @@ async def test_golden_request(slug: str, hook: str) -> None:
         )
         assert not any(c["extension"]["card"] == "treatment" for c in cards)
     kinds = {c["extension"]["card"] for c in cards}
-    assert ("treatment" in kinds) == (a.new_course and plan.recommended is not None)
+    # The treatment card, unless the card of a rule that replaces the current therapy (S2, S11)
+    # carries the new course instead.
+    new_course = a.new_course and plan.recommended is not None
+    assert ("treatment" in kinds) == (new_course and a.switch is None)
     for finding in a.findings:
         card = next(c for c in cards if c["extension"]["card"] == f"safety-{finding.rule.id}")
         assert card["indicator"] == finding.rule.indicator
@@ -94,6 +97,10 @@ async def test_golden_request(slug: str, hook: str) -> None:
 
     series = ENGINE.medication_requests(plan, requester="Practitioner/example", authored_on=START)
     all_series = list(series.values())
+    if new_course and a.switch is not None:
+        assert plan.recommended is not None
+        carrier = next(c for c in cards if c["extension"]["card"] == f"safety-{a.switch.rule.id}")
+        assert created_resources(carrier)[0] == series[plan.recommended.regimen_id]
     for card in cards:
         for resources in created_resources(card):
             for resource in resources:
