@@ -561,7 +561,7 @@ async def test_a_wrong_resource_type_is_refused_without_echoing_it() -> None:
     assert message == "prefetch.conditions holds a resource that is not Condition"
 
 
-async def test_auth_off_is_logged_at_start_up_and_on_each_call(
+async def test_auth_off_is_logged_at_start_up_and_not_on_every_call(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from cds_service.app import AUTH_OFF_WARNING
@@ -570,9 +570,28 @@ async def test_auth_off_is_logged_at_start_up_and_on_each_call(
     app = create_app(Settings(auth=False), clock=lambda: START)
     at_start = sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records)
     async with client(app, signed=False) as c:
-        for _ in range(2):
-            await c.post(PV, json=golden_request("t6-unspecified-low-b12", "patient-view"))
+        for _ in range(3):
+            r = await c.post(PV, json=golden_request("t6-unspecified-low-b12", "patient-view"))
+            assert r.status_code == 200
     assert at_start == 1
+    assert sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records) == 1
+
+
+async def test_auth_off_is_repeated_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from starlette.requests import Request
+
+    from cds_service.service_state import AUTH_OFF_WARNING, Authenticator
+
+    caplog.set_level("WARNING")
+    now = [1000.0]
+    auth = Authenticator(Settings(auth=False), None, clock=lambda: now[0])
+    request = Request({"type": "http", "method": "POST", "path": PV, "headers": []})
+    for step in (10.0, 30.0, 19.0, 1.0, 59.0, 1.0):  # t = 10, 40, 59, 60, 119, 120
+        now[0] += step
+        assert await auth.verified(request)
+    # At start-up, at t=60 and at t=120.
     assert sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records) == 3
 
 

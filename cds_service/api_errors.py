@@ -1,0 +1,80 @@
+"""The JSON error answers of the CDS Hooks routes: `{"error": {"status": N, "message": "..."}}`.
+
+Every answer is JSON, errors included: the EHR shows or logs what it gets, and an HTML page or a
+stack trace would be unreadable there and could quote patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds_service.safe_log import where_raised
+
+logger = logging.getLogger("cds_service.app")
+
+
+class ApiError(Exception):
+    """An error answered as JSON with `status`; `headers` are added to the response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"status": status, "message": message, **extra}}
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, **extra), status_code=status, headers=headers)
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by orjson: several times faster than the standard library for cards."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error the app raises as the JSON error body."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, message or str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort: the tests show no input reaches it. No details leave the process.
+        logger.error(
+            "unexpected error on %s %s: %s", request.method, request.url.path, where_raised(exc)
+        )
+        return error_response(500, "internal error")

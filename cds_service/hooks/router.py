@@ -1,0 +1,198 @@
+"""The CDS Hooks 2.0 endpoints: discovery, the services and their feedback.
+
+Mount with `app.include_router(build_router(state, auth))`. The app may set
+`app.state.fetcher` (fills prefetch keys the EHR did not send) and `app.state.clock`
+(`() -> date`, the start date of a plan). Errors are raised as `ApiError` and answered by the
+app's handlers (cds_service.api_errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import date
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from cds_service.api_errors import ApiError, FastJSONResponse
+from cds_service.clinical.extract import InvalidResourceError
+from cds_service.fetch.budget import call_scope
+from cds_service.hooks.cards import HookContext
+from cds_service.hooks.limits import TooLargeError, check_caps
+from cds_service.hooks.models import (
+    FeedbackRequest,
+    HookRequest,
+    RequestError,
+    describe,
+    parse_hook_request,
+)
+from cds_service.hooks.prefetch import (
+    INVALID_FETCHED,
+    MissingPrefetch,
+    Offload,
+    PrefetchError,
+    ResolvedRecord,
+    resolve,
+)
+from cds_service.hooks.services import SERVICES, Service
+from cds_service.request_body import parse_json, read_body, read_json
+from cds_service.safe_log import where_raised
+from cds_service.service_state import Authenticator, ServiceState
+
+logger = logging.getLogger("cds_service.app")
+T = TypeVar("T")
+
+#: Bodies larger than this are read and answered in a worker thread: parsing, reading every
+#: entry and extracting facts from a request near the caps takes a few hundred milliseconds of
+#: CPU, and on the event loop that would hold every other call (and /health) for as long.
+OFFLOAD_BYTES = 256 * 1024
+
+
+async def _in_thread(step: Callable[[], T]) -> T:
+    return await asyncio.to_thread(step)
+
+
+async def _inline(step: Callable[[], T]) -> T:
+    return step()
+
+
+def service_of(service_id: str) -> Service:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise ApiError(404, "unknown CDS service")
+    return service
+
+
+def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
+    """The CDS Hooks routes answering with `state`'s engine and cards."""
+    settings = state.settings
+    api = APIRouter(tags=["CDS Hooks"])
+
+    @api.get("/cds-services")
+    async def discovery(request: Request) -> dict[str, Any]:
+        if settings.discovery_requires_auth:
+            await auth.authenticate(request)
+        return {"services": [s.discovery() for s in SERVICES.values()]}
+
+    @api.post("/cds-services/{service_id}")
+    async def call_service(service_id: str, request: Request) -> JSONResponse:
+        # What the fallback fetch buffers for this call is held against its memory budget
+        # until the call is answered.
+        with call_scope():
+            return await _call_service(service_id, request)
+
+    async def _call_service(service_id: str, request: Request) -> JSONResponse:
+        await auth.authenticate(request)
+        service = service_of(service_id)
+        raw = await read_body(request, settings.max_body_bytes)
+        offload: Offload[Any] = _in_thread if len(raw) > OFFLOAD_BYTES else _inline
+
+        def parse() -> HookRequest:
+            try:
+                hook_request = parse_hook_request(parse_json(raw), service.hook)
+                check_caps(hook_request.prefetch, hook_request.context, state.caps)
+            except RequestError as exc:
+                raise ApiError(400, str(exc)) from None
+            except TooLargeError as exc:
+                raise ApiError(413, str(exc)) from None
+            return hook_request
+
+        hook_request = await offload(parse)
+        try:
+            client = getattr(request.state, "cds_client", None)
+            record = await resolve(
+                hook_request,
+                request.app.state.fetcher,
+                allow=client.fhir_servers if client is not None else (),
+                offload=offload,
+            )
+        except PrefetchError as exc:
+            raise ApiError(400, str(exc)) from None
+        except MissingPrefetch as exc:
+            raise ApiError(
+                412,
+                "required FHIR data is missing from the prefetch and could not be fetched: "
+                + "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details)),
+                extra={
+                    "missing": sorted(exc.details),
+                    "reasons": dict(sorted(exc.details.items())),
+                },
+            ) from None
+        today = request.app.state.clock()
+        try:
+            # A few milliseconds of pure CPU for a usual request: a worker thread would only add
+            # hand-off and GIL contention, so only large requests are offloaded.
+            cards = await offload(lambda: answer(state, service, hook_request, record, today))
+        except InvalidResourceError as exc:
+            key = record.fetched_references.get(exc.reference)
+            if key is not None:
+                reason = f"{INVALID_FETCHED}: {exc}"
+                raise ApiError(
+                    412,
+                    f"FHIR data fetched from the FHIR server is not valid FHIR R4: {key}: {reason}",
+                    extra={"missing": [key], "reasons": {key: reason}},
+                ) from None
+            raise ApiError(400, str(exc)) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # Input the clinical core could not read although it passed the checks above: a
+            # gap in those checks, logged so it gets closed; the caller gets a 400.
+            logger.error("unreadable resource reached the engine: %s", where_raised(exc))
+            raise ApiError(400, "a resource in the request could not be read") from None
+        state.feedback.issue(service.id, cards)
+        return FastJSONResponse({"cards": cards})
+
+    @api.post("/cds-services/{service_id}/feedback")
+    async def feedback(service_id: str, request: Request) -> dict[str, Any]:
+        await auth.authenticate(request)
+        service = service_of(service_id)
+        body = await read_json(request, settings.max_body_bytes)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        try:
+            parsed = FeedbackRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(400, describe(exc)) from None
+        state.feedback.record(service.id, parsed)
+        return {}
+
+    return api
+
+
+def answer(
+    state: ServiceState,
+    service: Service,
+    request: HookRequest,
+    record: ResolvedRecord,
+    today: date,
+) -> list[dict[str, Any]]:
+    """The cards for one call."""
+    ctx = request.context
+    plan = state.engine.plan(
+        record.resources,
+        start=today,
+        profile=state.settings.profile,
+        patient_id=record.patient_id,
+        draft_orders=record.draft_orders,
+    )
+    user = ctx.get("userId")
+    encounter = ctx.get("encounterId")
+    series = state.engine.medication_requests(
+        plan, requester=user, encounter=encounter, authored_on=today
+    )
+    selections = ctx.get("selections")
+    hook_ctx = HookContext(
+        hook=service.hook,
+        patient_id=record.patient_id,
+        user_id=user,
+        encounter_id=encounter,
+        draft_orders=record.draft_orders,
+        selections=tuple(selections) if isinstance(selections, list) else None,
+        not_checked=tuple(sorted(record.missing)),
+        authored_on=today,
+    )
+    return state.cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))

@@ -1,0 +1,1 @@
+"""ASGI middleware of the service, one concern per module (pure ASGI: no per-request task)."""
