@@ -1,7 +1,7 @@
 """In-process profile: where the time of one hook request goes, stage by stage.
 
-The stages are the ones the HTTP service runs for `POST /cds-services/{id}` (cds_service/hooks/router.py),
-called directly, without HTTP, uvicorn or the worker-thread hop:
+The stages are the ones the HTTP service runs for `POST /cds-services/{id}`
+(cds_service/hooks/router.py), called directly, without HTTP, uvicorn or the worker-thread hop:
 
 - parse: `orjson.loads` of the body (orjson also bounds its nesting depth)
 - validate: the CDS Hooks envelope and context (`parse_hook_request`, pydantic)
