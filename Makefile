@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	CDS_AUTH=off CDS_PREVIEW=on $(BIN)/uvicorn cds_service.app:app --host 127.0.0.1 --port 8000
+	CDS_AUTH=off CDS_PREVIEW=on $(BIN)/uvicorn cds_service.app:app --host 127.0.0.1 --port 8000 --no-server-header
 
 check: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench

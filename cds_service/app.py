@@ -25,11 +25,14 @@ from cds_service import health, heap
 from cds_service.api_errors import install_error_handlers
 from cds_service.hooks import router as hooks
 from cds_service.hooks.prefetch import Fetcher
+from cds_service.middleware.last_resort import LastResortMiddleware
 from cds_service.middleware.request_id import RequestIdMiddleware
 from cds_service.middleware.security_headers import SecurityHeadersMiddleware
+from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
 from cds_service.pages.router import PagesConfig, build_pages_router
 from cds_service.plan_operation import router as plan_operation
 from cds_service.record_source import FhirRecordSource
+from cds_service.safe_log import drop_tracebacks
 from cds_service.service_state import (
     AUTH_OFF_WARNING,
     Authenticator,
@@ -49,6 +52,7 @@ def create_app(
     clock: Callable[[], date] = date.today,
 ) -> FastAPI:
     """Build the service. `fetcher` fills missing prefetch keys; `clock` gives the start date."""
+    drop_tracebacks()
     settings = settings or Settings.from_env()
     settings.check()
     built = build_fetcher(settings) if fetcher is None else None
@@ -72,6 +76,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        redirect_slashes=False,
         lifespan=lifespan,
     )
     app.state.cds = state
@@ -107,6 +112,9 @@ def create_app(
     )
 
     # The last added runs first: the request id exists before anything else looks at the call.
+    # The innermost: an exception no route handled is answered here (through the headers and
+    # CORS middleware), so none reaches the server and its log.
+    app.add_middleware(LastResortMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
@@ -116,6 +124,7 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from cds_service.api_errors import ApiError
 from cds_service.json_limits import MAX_DEPTH, too_deep
+
+logger = logging.getLogger("cds_service.app")
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -23,11 +27,17 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise ApiError(413, f"request body exceeds {max_bytes} bytes")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
-            raise ApiError(413, f"request body exceeds {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes:
+                raise ApiError(413, f"request body exceeds {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not an error of the service: the EHR gave up (timeout, closed panel). Nobody reads
+        # the answer; the log says what happened, without a traceback.
+        logger.info("client disconnected before sending the whole body on %s", request.url.path)
+        raise ApiError(400, "the client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 

@@ -110,7 +110,9 @@ class Authenticator:
                 self._warned_at = now
                 logger.warning(AUTH_OFF_WARNING)
             return True
-        audience = self._public_base_url + request.url.path
+        # The URL the client called (and signed), a trailing slash included.
+        path = getattr(request.state, "called_path", None) or request.url.path
+        audience = self._public_base_url + path
         try:
             # The verified client (its allowed fhir_servers) is kept for the fallback fetch.
             request.state.cds_client = await self._verifier.verify(

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from cds_service import __version__ as service_version
 from cds_service.clinical.extract import InvalidResourceError
@@ -96,10 +97,14 @@ async def read_body(request: Request, max_bytes: int) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > max_bytes:
+                raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
+    except ClientDisconnect:
+        log.info("client disconnected before sending the whole $apply body")
+        raise OperationError(400, "incomplete", "the client disconnected mid-body") from None
     if not raw.strip():
         return None
     try:
