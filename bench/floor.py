@@ -4,9 +4,10 @@
 prefetch value as the service does (`hooks.prefetch.resources_of`, which also refuses another
 patient's data), then runs the service's own fact extraction and rules on them: the extractor
 picks the resources the rules could read (by type, status and code on the raw JSON) and the
-fhir.resources R4B models validate each one as it is read (the patient and conditions while
-extracting, a result when a rule first looks it up). It answers the baseline's fixed card, or
-400 when the prefetch is refused or a resource the rules read is not valid FHIR.
+strict R4 validator (cds_service.fhir.validation) checks each one as it is read (the patient
+and conditions while extracting, a result when a rule first looks it up). It answers the
+baseline's fixed card, or 400 when the prefetch is refused or a resource the rules read is not
+valid FHIR.
 
 The service cannot be faster than this app while it validates what its rules read, so this
 app's share of the baseline bounds the service's share from above. What separates the service

@@ -12,7 +12,7 @@ The stages are the ones the HTTP service runs for `POST /cds-services/{id}`
 - fhir_output: `engine.medication_requests` + `CardBuilder.cards`
 - serialise: `orjson.dumps` of `{"cards": [...]}`, as the service's response class does
 
-Each stage also shows the part of its time spent in fhir.resources R4B validation: the extractor
+Each stage also shows the part of its time spent in strict R4 validation: the extractor
 validates the patient and the conditions it keeps, a lab result is validated when a rule (or a
 card) first reads it, so validation falls in `facts`, `assessment` and `fhir_output`.
 """
@@ -53,7 +53,7 @@ class StageResult:
     p50_us: float
     p99_us: float
     share: float
-    #: Mean µs of the stage spent in fhir.resources validation.
+    #: Mean µs of the stage spent in strict R4 validation.
     validation_us: float
 
 
@@ -69,7 +69,7 @@ def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
 
 @contextmanager
 def _timed_validation(spent: list[int]) -> Iterator[None]:
-    """Add the ns spent in `extract._validate` (fhir.resources validation) to `spent[0]`."""
+    """Add the ns spent in `extract._validate` (strict R4 validation) to `spent[0]`."""
     from cds_service.clinical import extract
 
     original = getattr(extract, "_validate", None)
@@ -108,7 +108,7 @@ def profile(
     engine = Engine.build()
     cards = CardBuilder(engine.protocol)
 
-    validated = [0]  # ns in fhir.resources validation so far (see _timed_validation)
+    validated = [0]  # ns in strict R4 validation so far (see _timed_validation)
     in_validation = dict.fromkeys(STAGES, 0)  # ns per stage over the measured runs
 
     def once(samples: dict[str, list[int]] | None) -> int:
@@ -212,7 +212,7 @@ def format_profile(result: dict[str, Any]) -> str:
         f"response {result['response_bytes'] / 1024:.1f} KiB",
         "",
         f"| {'stage':<12} | {'mean µs':>9} | {'p50 µs':>9} | {'p99 µs':>9} | {'share':>6} "
-        f"| {'of which R4B validation µs':>26} |",
+        f"| {'of which validation µs':>26} |",
         f"|{'-' * 14}|{'-' * 10}:|{'-' * 10}:|{'-' * 10}:|{'-' * 7}:|{'-' * 27}:|",
     ]
     for s in result["stages"]:
@@ -228,7 +228,7 @@ def format_profile(result: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        "FHIR R4 model validation (fhir.resources) of the resources the rules read: "
+        "Strict R4 validation (compiled schema) of the resources the rules read: "
         f"{validation / total * 100 if total else 0:.0f}% of the total.",
         f"=> at most {result['single_core_rps_limit']:.0f} requests/s per core for the work "
         "alone (no HTTP).",

@@ -1,6 +1,6 @@
 """FHIR R4 resources in, Facts out.
 
-Only resources a rule could read are validated (with the fhir.resources R4B models): they are
+Only resources a rule could read are validated (strict R4, cds_service.fhir.validation): they are
 picked on the raw JSON first by type, status and code, because validating a whole record costs
 far more than the rules themselves. The latest result of each analyte is validated when a rule
 (or a card) first reads it: MMA and homocysteine, for one, are read only when the B12 level is
@@ -9,20 +9,17 @@ borderline. Status filtering follows protocol section 1.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
-
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
 
 from cds_service.clinical.codes import code_index
 from cds_service.clinical.draft_fields import unreadable_field
 from cds_service.clinical.facts import CodedRecord, Facts, LabResult
 from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.units import read_qualitative, read_quantity
+from cds_service.fhir.validation import resource_validator
 from cds_service.protocol import Protocol
 
 Resource = Mapping[str, Any]
@@ -111,36 +108,11 @@ VALIDATED_TYPES = (
 
 
 def _validate(resource: Resource) -> None:
-    kind = str(resource.get("resourceType"))
-    try:
-        get_fhir_model_class(kind).model_validate(resource)
-    except (ValidationError, ValueError, TypeError) as exc:
+    paths = resource_validator().problems(resource)
+    if paths:
         reference = resource_reference(resource)
-        if isinstance(exc, ValidationError):
-            paths = sorted({element_path(e["loc"]) for e in exc.errors()})
-            where = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-            message = f"{reference} is not valid FHIR R4 at {where}"
-        else:
-            message = f"{reference} is not valid FHIR R4"
-        raise InvalidResourceError(message, reference) from None
-
-
-def element_path(loc: Iterable[int | str]) -> str:
-    """`code.coding[0].system` from a validation error location (the value is never shown).
-
-    Names that are not FHIR element names (an unknown key is whatever the client sent) are
-    shown as `?`."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            name = part if _ELEMENT_NAME.fullmatch(part) else "?"
-            out += f".{name}" if out else name
-    return out or "(resource)"
-
-
-_ELEMENT_NAME = re.compile(r"[a-z][A-Za-z0-9_]{0,63}")
+        where = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        raise InvalidResourceError(f"{reference} is not valid FHIR R4 at {where}", reference)
 
 
 class CheckedResults(Mapping[str, LabResult]):
@@ -244,10 +216,9 @@ class FactExtractor:
             for name, analyte in protocol.observations.analytes.items()
             for entry in analyte.codes
         }
-        # fhir.resources imports a model's module on first use: do it now, so the first call
-        # does not pay for it and the models are loaded before start-up ends (cds_service.heap).
-        for kind in VALIDATED_TYPES:
-            get_fhir_model_class(kind)
+        # Compiled now, so the first call does not pay for it and it is loaded before
+        # start-up ends (cds_service.heap).
+        resource_validator()
 
     def extract(
         self,
