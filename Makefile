@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run PORT=8080 HOST=0.0.0.0`
+PORT ?= 8000
+HOST ?= 127.0.0.1
 
 .PHONY: run test check lint format bench clean
 
@@ -13,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	CDS_AUTH=off CDS_PREVIEW=on $(BIN)/uvicorn cds_service.app:app --host 127.0.0.1 --port 8000 --no-server-header
+	CDS_AUTH=off CDS_PREVIEW=on CDS_LOG_FORMAT=$${CDS_LOG_FORMAT:-text} $(BIN)/uvicorn cds_service.app:app --host $(HOST) --port $(PORT) --no-server-header
 
 check: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds_service.middleware.call_record import call_record
 from cds_service.safe_log import where_raised
 
 logger = logging.getLogger("cds_service.app")
@@ -60,15 +61,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        # Messages are built by the service (element paths, prefetch keys, fixed phrases).
+        call_record(request).reason = exc.message
         return error_response(exc.status, exc.message, exc.headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
-        return error_response(exc.status_code, message or str(exc.detail), dict(exc.headers or {}))
+        message = message or str(exc.detail)
+        call_record(request).reason = message
+        return error_response(exc.status_code, message, dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        call_record(request).reason = "invalid request"
         return error_response(422, "invalid request")
 
     @app.exception_handler(Exception)

@@ -11,7 +11,6 @@ build their own apps).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
@@ -21,11 +20,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cds_service import health, heap
+from cds_service import health, heap, logs, metrics
 from cds_service.api_errors import install_error_handlers
+from cds_service.fetch import FhirFetcher
 from cds_service.hooks import router as hooks
 from cds_service.hooks.prefetch import Fetcher
+from cds_service.middleware.access_log import AccessLogMiddleware
 from cds_service.middleware.last_resort import LastResortMiddleware
+from cds_service.middleware.metrics import MetricsMiddleware
 from cds_service.middleware.request_id import RequestIdMiddleware
 from cds_service.middleware.security_headers import SecurityHeadersMiddleware
 from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
@@ -55,8 +57,11 @@ def create_app(
     drop_tracebacks()
     settings = settings or Settings.from_env()
     settings.check()
-    built = build_fetcher(settings) if fetcher is None else None
+    counters = metrics.Metrics()
+    built = build_fetcher(settings, on_query=counters.observe_fetch) if fetcher is None else None
     shared_fetcher: Fetcher = fetcher or built  # type: ignore[assignment]
+    if isinstance(shared_fetcher, FhirFetcher) and shared_fetcher.on_query is None:
+        shared_fetcher.on_query = counters.observe_fetch
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +93,8 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(health.build_router(state))
+    if settings.metrics:
+        app.include_router(metrics.build_router(counters))
     app.include_router(hooks.build_router(state, auth))
     # $apply reads patient data, so it is authenticated as the hooks are.
     app.include_router(
@@ -124,6 +131,8 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=counters)
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
@@ -131,8 +140,9 @@ def create_app(
 
 @cache
 def _default_app() -> FastAPI:
-    logging.basicConfig(level=logging.INFO)
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings.log_format)
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> Any:

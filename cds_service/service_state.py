@@ -19,9 +19,11 @@ from cds_service.auth import (
 from cds_service.engine import Engine
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.fetch.budget import MemoryBudget
+from cds_service.fetch.client import QueryObserver
 from cds_service.hooks.cards import CardBuilder
 from cds_service.hooks.feedback import FeedbackStore
 from cds_service.hooks.limits import Caps
+from cds_service.middleware.call_record import call_record
 from cds_service.settings import Settings, SettingsError
 
 logger = logging.getLogger("cds_service.app")
@@ -65,7 +67,7 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
     )
 
 
-def build_fetcher(settings: Settings) -> FhirFetcher:
+def build_fetcher(settings: Settings, *, on_query: QueryObserver | None = None) -> FhirFetcher:
     try:
         allowlist = Allowlist.from_env(settings.auth, settings.fhir_server_allowlist)
     except ValueError as exc:
@@ -79,6 +81,7 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
         budget=MemoryBudget(
             per_call=settings.fhir_max_bytes_per_call, total=settings.fhir_max_bytes_total
         ),
+        on_query=on_query,
     )
 
 
@@ -115,11 +118,13 @@ class Authenticator:
         audience = self._public_base_url + path
         try:
             # The verified client (its allowed fhir_servers) is kept for the fallback fetch.
-            request.state.cds_client = await self._verifier.verify(
-                request.headers.get("authorization"), audience
-            )
-        except AuthenticationError:
+            client = await self._verifier.verify(request.headers.get("authorization"), audience)
+        except AuthenticationError as exc:
+            # For the log and the metrics only: the caller learns nothing about which check.
+            call_record(request).auth_refusal = exc.reason
             return False
+        request.state.cds_client = client
+        call_record(request).client_iss = client.iss
         return True
 
     async def authenticate(self, request: Request) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from cds_service.urls import is_loopback_host, parse_url
 
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(ValueError):
@@ -29,6 +30,17 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be on/off (or true/false), not {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first by default), case-insensitive."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return choices[0]
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -92,6 +104,12 @@ class Settings:
     fhir_max_bytes_per_call: int = 16 * 1024 * 1024
     #: CDS_FHIR_MAX_BYTES_TOTAL: bytes the fallback fetch may hold for all calls of the process.
     fhir_max_bytes_total: int = 64 * 1024 * 1024
+    #: CDS_LOG_FORMAT: `json` (one object per line, for log shippers) or `text` (for people).
+    log_format: str = "json"
+    #: CDS_METRICS: serve the Prometheus metrics at GET /metrics on the service's port.
+    metrics: bool = True
+    #: CDS_DOCS: serve the OpenAPI description (/openapi.json) and its viewer (/docs).
+    docs: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +144,9 @@ class Settings:
             fhir_max_bytes_total=int(
                 _number(env, "CDS_FHIR_MAX_BYTES_TOTAL", 64 * 1024 * 1024, minimum=1024)
             ),
+            log_format=_choice(env, "CDS_LOG_FORMAT", LOG_FORMATS),
+            metrics=_flag(env, "CDS_METRICS", True),
+            docs=_flag(env, "CDS_DOCS", True),
         )
         settings.check()
         return settings

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
@@ -76,6 +76,10 @@ _ABSTRACT_TYPES = frozenset({"Resource", "DomainResource"})
 # RFC 6750 b64token is stricter; any visible ASCII keeps odd but harmless tokens working while
 # refusing the control characters that would let a token inject headers.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+#: Told how one query ended: (prefetch key, reason or None when it succeeded, seconds).
+QueryObserver = Callable[[str, str | None, float], None]
 
 
 class _Unavailable(Exception):
@@ -203,7 +207,8 @@ class FhirFetcher:
     ``max_bytes`` caps each response body (decompressed). A ``client`` passed in stays the
     caller's to close; one created here (lazily, on first use) is closed by ``aclose()``. Either
     way it belongs to the event loop it is first used on: create and close the fetcher in the
-    app's lifespan.
+    app's lifespan. ``on_query(key, reason, seconds)`` is told how each query ended (``reason``
+    None when it succeeded), for the metrics.
     """
 
     def __init__(
@@ -217,6 +222,7 @@ class FhirFetcher:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         budget: MemoryBudget | None = None,
+        on_query: QueryObserver | None = None,
     ) -> None:
         if timeout <= 0 or deadline <= 0 or max_pages < 1 or max_bytes < 1 or max_entries < 1:
             raise ValueError(
@@ -229,6 +235,7 @@ class FhirFetcher:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.budget = budget
+        self.on_query = on_query
         self._client = client
         self._owns_client = client is None
 
@@ -401,6 +408,8 @@ class FhirFetcher:
                 len(status),
                 (time.perf_counter() - began) * 1000,
             )
+            if self.on_query is not None:
+                self.on_query(key, None, time.perf_counter() - began)
             return True, data
         logger.warning(
             "FHIR fetch failed: key=%r type=%s status=%s reason=%s elapsed_ms=%.0f",
@@ -410,6 +419,8 @@ class FhirFetcher:
             reason,
             (time.perf_counter() - began) * 1000,
         )
+        if self.on_query is not None:
+            self.on_query(key, reason, time.perf_counter() - began)
         return False, reason
 
     async def _run(

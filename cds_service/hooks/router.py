@@ -40,6 +40,7 @@ from cds_service.hooks.prefetch import (
     resolve,
 )
 from cds_service.hooks.services import SERVICES, Service
+from cds_service.middleware.call_record import call_record
 from cds_service.request_body import parse_json, read_body, read_json
 from cds_service.safe_log import where_raised
 from cds_service.service_state import Authenticator, ServiceState
@@ -87,6 +88,8 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             return await _call_service(service_id, request)
 
     async def _call_service(service_id: str, request: Request) -> JSONResponse:
+        noted = call_record(request)
+        noted.service = service_id if service_id in SERVICES else None
         await auth.authenticate(request)
         service = service_of(service_id)
         raw = await read_body(request, settings.max_body_bytes)
@@ -103,6 +106,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             return hook_request
 
         hook_request = await offload(parse)
+        noted.hook_instance = hook_request.hookInstance
         try:
             client = getattr(request.state, "cds_client", None)
             record = await resolve(
@@ -114,6 +118,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         except PrefetchError as exc:
             raise ApiError(400, str(exc)) from None
         except MissingPrefetch as exc:
+            noted.unavailable = dict(exc.details)
             raise ApiError(
                 412,
                 "required FHIR data is missing from the prefetch and could not be fetched: "
@@ -132,6 +137,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             key = record.fetched_references.get(exc.reference)
             if key is not None:
                 reason = f"{INVALID_FETCHED}: {exc}"
+                noted.unavailable = {key: reason}
                 raise ApiError(
                     412,
                     f"FHIR data fetched from the FHIR server is not valid FHIR R4: {key}: {reason}",
@@ -144,10 +150,13 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             logger.error("unreadable resource reached the engine: %s", where_raised(exc))
             raise ApiError(400, "a resource in the request could not be read") from None
         state.feedback.issue(service.id, cards)
+        noted.cards = [_kind_and_rules(card) for card in cards]
         return FastJSONResponse({"cards": cards})
 
     @api.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> dict[str, Any]:
+        noted = call_record(request)
+        noted.service = service_id if service_id in SERVICES else None
         await auth.authenticate(request)
         service = service_of(service_id)
         body = await read_json(request, settings.max_body_bytes)
@@ -158,9 +167,15 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         except ValidationError as exc:
             raise ApiError(400, describe(exc)) from None
         state.feedback.record(service.id, parsed)
+        noted.feedback = [item.outcome for item in parsed.feedback]
         return {}
 
     return api
+
+
+def _kind_and_rules(card: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    extension = card.get("extension") or {}
+    return str(extension.get("card", "-")), tuple(extension.get("rules", ()))
 
 
 def answer(

@@ -12,6 +12,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cds_service.middleware.call_record import record_of_scope
 from cds_service.safe_log import where_raised
 
 logger = logging.getLogger("cds_service.app")
@@ -37,6 +38,7 @@ class LastResortMiddleware:
         try:
             await self.app(scope, receive, send_tracked)
         except Exception as exc:
+            record_of_scope(scope).reason = f"internal error: {where_raised(exc)}"
             logger.error(
                 "unexpected error on %s %s: %s",
                 scope.get("method"),

@@ -29,6 +29,7 @@ from cds_service import __version__ as service_version
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine, bundle_resources
 from cds_service.json_limits import MAX_DEPTH, too_deep
+from cds_service.middleware.call_record import call_record
 from cds_service.plan_operation.apply import (
     ApplyRequest,
     DataError,
@@ -277,9 +278,11 @@ def build_router(
                 raise OperationError(422, "processing", str(exc)) from None
             return fhir_response(answer)
         except OperationError as exc:
+            call_record(request).reason = exc.diagnostics
             return error_response(exc)
         except Exception as exc:
             log.error("PlanDefinition/$apply failed: %s", where_raised(exc))
+            call_record(request).reason = "internal error"
             return error_response(OperationError(500, "exception", "internal error"))
 
     @api.post("/PlanDefinition/{resource_id}/$apply", response_class=Response)

@@ -1,0 +1,70 @@
+"""What both the access log and the metrics need from a finished call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cds_service.middleware.call_record import CallRecord, record_of_scope
+from cds_service.safe_log import where_raised
+
+UNMATCHED = "unmatched"
+
+
+@dataclass(frozen=True)
+class FinishedCall:
+    method: str
+    #: The route template (`/cds-services/{service_id}`), never the path a caller chose.
+    route: str
+    status: int
+    seconds: float
+    record: CallRecord
+
+
+def route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class ObserveMiddleware:
+    """Calls `observe` once per HTTP request, after its answer was sent or its handler failed
+    (status 500: the app's last-resort handler answers outside this middleware)."""
+
+    def __init__(self, app: ASGIApp, observe: Callable[[FinishedCall], None]) -> None:
+        self.app = app
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        record = record_of_scope(scope)
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            status = 500
+            record.reason = f"internal error: {where_raised(exc)}"
+            raise
+        finally:
+            self.observe(
+                FinishedCall(
+                    method=scope["method"],
+                    route=route_of(scope),
+                    status=status,
+                    seconds=time.perf_counter() - began,
+                    record=record,
+                )
+            )
