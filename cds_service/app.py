@@ -92,7 +92,9 @@ def create_app(
     app.state.clock = clock
 
     install_error_handlers(app)
-    app.include_router(health.build_router(state))
+    readiness = health.readiness_of(state)
+    app.state.readiness = readiness  # parts with a dependency add their check to it
+    app.include_router(health.build_router(state, readiness))
     if settings.metrics:
         app.include_router(metrics.build_router(counters))
     app.include_router(hooks.build_router(state, auth))

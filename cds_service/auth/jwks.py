@@ -133,6 +133,10 @@ def parse_jwks(document: Any, *, strict: bool) -> dict[str, VerificationKey]:
     return keys
 
 
+#: Least time between two fetches a readiness probe starts for a URL that has no keys yet.
+READY_RETRY_S = 2.0
+
+
 @dataclass(slots=True)
 class _Entry:
     keys: dict[str, VerificationKey]
@@ -177,6 +181,7 @@ class JwksCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._last_attempt: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._last_error: dict[str, str] = {}
 
     async def get_key(
         self, url: str, kid: str, *, rate_key: str | None = None
@@ -200,9 +205,25 @@ class JwksCache:
         self._entries.move_to_end(url)
         return entry.keys.get(kid)
 
-    def _take_budget(self, rate_key: str, now: float) -> bool:
+    async def ensure(self, url: str) -> str | None:
+        """None once keys from ``url`` were fetched at least once, else why not (for readiness).
+
+        Fetches when there are none yet, at most once per ``READY_RETRY_S`` under a budget of
+        its own, so a probe neither delays a request's fetch nor can be used to flood ``url``.
+        """
+        if url not in self._entries and (
+            url in self._inflight or self._take_budget(f"ready:{url}", self._clock(), READY_RETRY_S)
+        ):
+            await self._shared_fetch(url)
+        if url in self._entries:
+            return None
+        return self._last_error.get(url, "not fetched yet")
+
+    def _take_budget(self, rate_key: str, now: float, interval: float | None = None) -> bool:
         last = self._last_attempt.get(rate_key)
-        if last is not None and now - last < self._refetch_interval_s:
+        if last is not None and now - last < (
+            self._refetch_interval_s if interval is None else interval
+        ):
             return False
         self._last_attempt[rate_key] = now
         return True
@@ -226,6 +247,7 @@ class JwksCache:
             keys = parse_jwks(document, strict=False)
         except (aiohttp.ClientError, TimeoutError, JwksError, ValueError) as exc:
             logger.warning("JWKS fetch from %s failed: %s", url, exc)
+            self._last_error[url] = f"fetch failed ({type(exc).__name__}: {exc})"[:300]
             return
         self._entries[url] = _Entry(keys=keys, fetched_at=self._clock())
         self._entries.move_to_end(url)

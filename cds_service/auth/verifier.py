@@ -74,6 +74,22 @@ class JwtVerifier:
         self._max_lifetime_s = max_lifetime_s
         self._clock = clock
 
+    async def unready_clients(self) -> list[str]:
+        """Why each client whose keys are published at a URL cannot be verified yet (readiness):
+        its JWK set was never fetched and cannot be fetched now."""
+        problems = []
+        for client in self._clients:
+            if client.jwks_url is None:
+                continue
+            reason = await self._jwks.ensure(client.jwks_url)
+            if reason is not None:
+                problems.append(f"JWKS of client {client.label!r}: {reason}")
+        return problems
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
     async def verify(self, authorization: str | None, audience: str) -> TrustedClient:
         """Check an ``Authorization`` header value and return the client that signed it.
 

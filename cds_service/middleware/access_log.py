@@ -17,6 +17,8 @@ from cds_service.middleware.observe import FinishedCall, ObserveMiddleware
 
 logger = logging.getLogger("cds_service.request")
 
+#: Routes that probes and scrapers call.
+PROBES = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 #: Longest client-chosen string written (hookInstance is up to 256 characters by the model).
 MAX_CLIENT_CHARS = 128
 #: Longest reason written: a 404 names the id the caller asked for.
