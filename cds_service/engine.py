@@ -46,7 +46,9 @@ class Engine:
         patient_id: str | None = None,
         draft_orders: Iterable[Mapping[str, Any]] = (),
     ) -> Plan:
-        facts = self.extractor.extract(resources, patient_id=patient_id, draft_orders=draft_orders)
+        facts = self.extractor.extract(
+            resources, patient_id=patient_id, draft_orders=draft_orders, today=start
+        )
         assessment = self.assessor.assess(facts, day=start, profile=profile)
         return self.planner.plan(assessment, start=start)
 

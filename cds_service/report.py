@@ -33,7 +33,9 @@ def render(plan: Plan) -> str:
     for e in (*a.deficiency_evidence, *a.cause_evidence):
         lines.append(f"  - {e.text} [{e.reference}{', ' + e.date if e.date else ''}]")
     for r in a.unusable:
-        lines.append(f"  - UNUSABLE {r.analyte}: {r.shown} ({r.problem}) [{r.reference}]")
+        lines.append(f"  - NOT USABLE {r.analyte}: {r.shown} ({r.problem}) [{r.reference}]")
+    for r in a.stale:
+        lines.append(f"  - STALE {r.analyte}: {r.shown} ({r.date_text}) [{r.reference}]")
     for f in a.findings:
         lines.append(f"Safety {f.rule.id} ({f.rule.indicator}): {f.rule.summary}")
         for e in f.evidence:

@@ -28,9 +28,18 @@ def test_only_the_latest_result_per_analyte_is_validated() -> None:
 
 def test_invalid_latest_result_is_rejected_by_reference() -> None:
     record = Record().b12(90, when="2026-10-01")
-    record.resources[-1]["valueQuantity"]["value"] = "not a number"
+    record.resources[-1]["issued"] = "yesterday"  # a usable value in an invalid resource
     with pytest.raises(InvalidResourceError, match=r"Observation/obs-1 is not valid FHIR R4"):
         ENGINE.plan(record.resources, start=date(2026, 12, 1))
+
+
+def test_a_value_that_is_not_a_number_is_set_aside_and_validated_when_shown() -> None:
+    record = Record().b12(90, when="2026-10-01")
+    record.resources[-1]["valueQuantity"]["value"] = "not a number"
+    plan = ENGINE.plan(record.resources, start=date(2026, 12, 1))
+    assert plan.assessment.status == "unknown"  # never a reason to treat
+    with pytest.raises(InvalidResourceError, match=r"Observation/obs-1 is not valid FHIR R4"):
+        _ = plan.assessment.unusable
 
 
 def test_resources_no_rule_reads_are_not_validated() -> None:
@@ -44,7 +53,7 @@ MMA = "13964-2"
 
 def _invalid_mma(b12_pmol_l: float) -> Record:
     record = Record().b12(b12_pmol_l).lab(MMA, 0.6, "umol/L")
-    record.resources[-1]["valueQuantity"]["value"] = "raised"
+    record.resources[-1]["issued"] = "yesterday"  # usable value, invalid resource
     return record
 
 
@@ -74,7 +83,7 @@ def test_an_unusable_result_is_validated_because_a_card_shows_it() -> None:
     record = Record().b12(90).lab(MMA, 0.6, "furlongs")  # a unit the protocol cannot compare
     facts = ENGINE.extractor.extract(record.resources)
     assert [r.analyte for r in facts.unusable_results] == ["mma"]
-    record.resources[-1]["valueQuantity"]["value"] = "raised"
+    record.resources[-1]["issued"] = "yesterday"
     invalid = ENGINE.extractor.extract(record.resources)
     assert invalid.unusable_analytes == ("mma",)
     with pytest.raises(InvalidResourceError, match=r"Observation/obs-2"):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from records import Record
 
 from cds_service.clinical.extract import InvalidResourceError
+from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine
 from cds_service.protocol import default_protocol
 
@@ -210,3 +211,65 @@ def test_malformed_records_are_rejected_cleanly_never_crash(
         ENGINE.plan(resources, start=date(2026, 12, 1), draft_orders=resources)
     except InvalidResourceError as exc:
         assert "not valid FHIR R4" in str(exc)
+
+
+UNUSABLE_B12 = st.sampled_from(
+    [
+        {"dataAbsentReason": {"text": "Haemolysed specimen"}},
+        {"valueString": "haemolysed"},
+        {"valueQuantity": {"value": 0, "unit": "pmol/L", "code": "pmol/L"}},
+        {"valueQuantity": {"value": -12, "unit": "pg/mL", "code": "pg/mL"}},
+        {"valueQuantity": {"value": 90000, "unit": "pmol/L", "code": "pmol/L"}},
+        {"valueQuantity": {"value": "95", "unit": "pmol/L", "code": "pmol/L"}},
+        {"valueQuantity": {"value": 95, "unit": "mIU/mL", "code": "m[IU]/mL"}},
+        {"valueQuantity": {"value": 95, "unit": "pmol/L", "code": "pmol/L"}, "future": True},
+    ]
+)
+
+
+def _decision(plan: Plan) -> tuple[object, ...]:
+    a = plan.assessment
+    return (
+        a.status,
+        a.type,
+        [r for r in plan.rule_ids if r != "D9"],
+        plan.recommended.regimen_id if plan.recommended else None,
+        a.new_course,
+    )
+
+
+@SETTINGS
+@given(records(), st.lists(UNUSABLE_B12, min_size=1, max_size=3))
+def test_no_treatment_from_an_unusable_result(
+    case: tuple[Record, date], bad: list[dict[str, object]]
+) -> None:
+    """Unusable B12 results, however recent, never change the decision: they are only named."""
+    record, start = case
+    before = ENGINE.plan(record.resources, start=start)
+    for i, body in enumerate(bad):
+        body = dict(body)
+        future = body.pop("future", False)
+        when = start + timedelta(days=30) if future else start - timedelta(days=i)
+        record.resources.append(
+            {
+                "resourceType": "Observation",
+                "id": f"bad-{i}",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "14685-2"}]},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": when.isoformat(),
+                **body,
+            }
+        )
+    after = ENGINE.plan(record.resources, start=start)
+    assert _decision(after) == _decision(before)
+    assert len(after.assessment.unusable) >= 1 and "D9" in after.rule_ids
+    if after.recommended is not None:
+        a = after.assessment
+        b12 = a.facts.results.get("b12")
+        assert "D1" in a.deficiency_rules or (
+            b12 is not None
+            and b12.usable
+            and b12.when is not None
+            and (start - b12.when.date()).days <= a.profile.result_recency_days
+        )

@@ -94,7 +94,7 @@ def test_D2_latest_result_wins() -> None:
 
 
 def test_D2_ignores_cancelled_and_entered_in_error_results() -> None:
-    record = Record().b12(400, when="2025-01-01")
+    record = Record().b12(400, when="2026-01-15")
     record.lab("14685-2", 90, "pmol/L", when="2026-09-01", status="entered-in-error")
     assert plan(record).assessment.status == "not-deficient"
 
@@ -510,3 +510,66 @@ def test_Medications_current_b12_therapy_by_rxnorm_name_and_folates_by_text() ->
     assert "S3" in flags(plan(folate))
     covered = folate.medication("Vitamin B 12 1 MG Oral Tablet", status="draft")
     assert "S3" not in flags(plan(covered))
+
+
+# --- D9: only usable, recent results decide (protocol 1.1) ----------------------------------
+
+
+def _no_value(record: Record, when: str, reason: str) -> Record:
+    record.resources.append(
+        {
+            "resourceType": "Observation",
+            "id": f"obs-absent-{len(record.resources)}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "14685-2"}]},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": when,
+            "dataAbsentReason": {"text": reason},
+        }
+    )
+    return record
+
+
+def test_D9_a_result_with_no_value_is_skipped_for_an_earlier_usable_one() -> None:
+    record = _no_value(Record().b12(110, when="2026-08-10"), "2026-11-20", "Haemolysed specimen")
+    a = plan(record).assessment
+    assert (a.status, a.deficiency_rules) == ("confirmed", ("D2", "D9"))
+    [skipped] = a.unusable
+    assert skipped.problem == "no value (Haemolysed specimen)"
+    assert "unknown unit" not in (skipped.problem or "")
+    no_quantity = Record().b12(110, when="2026-08-10").b12(400, when="2026-11-20")
+    del no_quantity.resources[-1]["valueQuantity"]
+    assert plan(no_quantity).assessment.status == "confirmed"
+
+
+def test_D9_implausible_values_are_never_a_reason_to_treat() -> None:
+    for value in (0, -40, 37000, 120000.0):
+        a = plan(Record().b12(value)).assessment
+        assert (a.status, a.deficiency_rules) == ("unknown", ("D6", "D9")), value
+        assert a.unusable[0].problem == "implausible value"
+    as_text = Record().b12(95)
+    as_text.resources[-1]["valueQuantity"]["value"] = "95"  # a string is not a JSON number
+    a = plan(as_text).assessment
+    assert a.status == "unknown" and a.unusable[0].problem == "the value is not a number"
+    assert plan(Record().b12(36999)).assessment.status == "not-deficient"  # within bounds
+
+
+def test_D9_results_dated_after_today_are_unusable() -> None:
+    a = plan(Record().b12(90, when="2026-12-02")).assessment
+    assert a.status == "unknown" and a.unusable[0].problem == "dated after today (2026-12-02)"
+    assert plan(Record().b12(90, when="2026-12-01")).assessment.status == "confirmed"
+    positive = Record().b12(90).qualitative("31444-3", "Positive", when="2027-01-01")
+    assert plan(positive).assessment.type == "unspecified"
+
+
+def test_D9_only_results_within_the_recency_window_decide() -> None:
+    within = plan(Record().b12(90, when="2025-12-01")).assessment  # 365 days before START
+    assert within.status == "confirmed" and not within.stale
+    stale = plan(Record().b12(90, when="2025-11-30")).assessment
+    assert (stale.status, stale.deficiency_rules) == ("unknown", ("D6", "D9"))
+    assert [r.analyte for r in stale.stale] == ["b12"]
+    # An antibody result does not go stale; a recorded diagnosis still confirms.
+    old_antibody = Record().b12(90).qualitative("31444-3", "Positive", when="2019-01-01")
+    assert plan(old_antibody).assessment.type == "pernicious-anemia"
+    with_d1 = plan(Record().condition(ICD, "D51.9").b12(90, when="2024-01-01")).assessment
+    assert with_d1.status == "confirmed" and "D9" in with_d1.deficiency_rules

@@ -6,7 +6,7 @@ T- and S-rules are read from the tables. Everything that fired keeps its evidenc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from cds_service.clinical.codes import code_index
@@ -50,6 +50,9 @@ class Assessment:
     unconfirmed_evidence: tuple[Evidence, ...] = ()
     #: What made the deficiency severe (R6: rules.yaml `severity`); None when it is not.
     severity_evidence: tuple[Evidence, ...] | None = None
+    #: The latest usable results that are older than the profile's recency window (or undated):
+    #: no rule reads them; the cards name them and ask for a repeat (protocol D9).
+    stale: tuple[LabResult, ...] = ()
 
     @property
     def type(self) -> str | None:
@@ -118,8 +121,11 @@ class Assessor:
             for r in (*facts.medications, *facts.draft_medications)
             if self.codes.matches("b12_product", r.codings, r.words)
         )
+        facts, stale = self._recent_only(facts, day, prof.result_recency_days)
         scope = Scope(self.protocol, prof, facts, self.codes, day, b12_therapy=therapy)
         status, d_rules, d_evidence = self._deficiency(scope)
+        if facts.unusable or stale:
+            d_rules.append("D9")  # results were set aside: the cards name them
         scope.status = status
         scope.deficiency_rules = tuple(d_rules)
 
@@ -172,7 +178,36 @@ class Assessor:
             b12_therapy=therapy,
             unconfirmed_evidence=tuple(_unique(unconfirmed)),
             severity_evidence=severity,
+            stale=stale,
         )
+
+    def _recent_only(
+        self, facts: Facts, day: date, window_days: int
+    ) -> tuple[Facts, tuple[LabResult, ...]]:
+        """The facts less results older than the profile's window (protocol D9), and those.
+
+        Only dates are read, so results no rule reads are still not validated; a stale result
+        is read (and validated) because a card shows it."""
+        analytes = self.protocol.observations.analytes
+        results = facts.results
+        when_of = getattr(results, "when", None)
+        stale_names = []
+        for name in results:
+            if not analytes[name].recent_only:
+                continue
+            when = when_of(name) if when_of is not None else results[name].when
+            if when is None or (day - when.date()).days > window_days:
+                stale_names.append(name)
+        if not stale_names:
+            return facts, ()
+        stale = tuple(results[name] for name in stale_names)
+        without = getattr(results, "without", None)
+        recent = (
+            without(stale_names)
+            if without is not None
+            else {k: v for k, v in results.items() if k not in stale_names}
+        )
+        return replace(facts, results=recent), stale
 
     def _unconfirmed_deficiency(self, facts: Facts) -> list[Evidence]:
         return [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from cds_service.clinical.codes import code_index
@@ -116,14 +116,20 @@ def _validate(resource: Resource) -> None:
 
 
 class CheckedResults(Mapping[str, LabResult]):
-    """The latest result per analyte; a result's resource is validated on its first lookup.
+    """The latest usable result per analyte; a result's resource is validated on first lookup.
 
-    Lookups (`[]`, `get`, `in`, `values`) validate; iterating over the analyte names does not,
-    since a name says only that a result exists. An invalid resource raises
-    InvalidResourceError from the lookup, so its value never reaches a rule."""
+    Lookups (`[]`, `get`, `in`, `values`) validate; iterating over the analyte names, `when`
+    and `without` do not, since a name or a date says only that a result exists. An invalid
+    resource raises InvalidResourceError from the lookup, so its value never reaches a rule.
+    `validate` checks a set-aside result (unusable or stale) that a card is about to show."""
 
-    def __init__(self, latest: Mapping[str, tuple[LabResult, Resource]]) -> None:
+    def __init__(
+        self,
+        latest: Mapping[str, tuple[LabResult, Resource]],
+        set_aside: Mapping[str, Resource] | None = None,
+    ) -> None:
         self._latest = dict(latest)
+        self._set_aside = dict(set_aside or {})
         self._checked: set[str] = set()
 
     def __getitem__(self, analyte: str) -> LabResult:
@@ -138,6 +144,28 @@ class CheckedResults(Mapping[str, LabResult]):
 
     def __len__(self) -> int:
         return len(self._latest)
+
+    def when(self, analyte: str) -> datetime | None:
+        return self._latest[analyte][0].when
+
+    def without(self, analytes: Iterable[str]) -> CheckedResults:
+        """The same results less some analytes (stale ones, which no rule may read)."""
+        dropped = set(analytes)
+        out = CheckedResults(
+            {k: v for k, v in self._latest.items() if k not in dropped},
+            {**self._set_aside, **{v[0].reference: v[1] for k, v in self._latest.items()}},
+        )
+        out._checked = self._checked - dropped
+        return out
+
+    def validate(self, reference: str) -> None:
+        resource = self._set_aside.get(reference)
+        if resource is None:
+            resource = next(
+                (r for res, r in self._latest.values() if res.reference == reference), None
+            )
+        if resource is not None:
+            _validate(resource)
 
 
 #: Where an undated result sorts among dated ones: before all of them.
@@ -226,7 +254,9 @@ class FactExtractor:
         *,
         patient_id: str | None = None,
         draft_orders: Iterable[Resource] = (),
+        today: date | None = None,
     ) -> Facts:
+        """`today` (the day of the answer) makes results dated after it unusable."""
         patient: Resource | None = None
         conditions: list[CodedRecord] = []
         procedures: list[CodedRecord] = []
@@ -234,13 +264,10 @@ class FactExtractor:
         allergies: list[CodedRecord] = []
         drafts: list[CodedRecord] = []
         draft_tests: list[CodedRecord] = []
-        latest: dict[str, tuple[datetime | None, Resource]] = {}
+        history: dict[str, list[tuple[datetime | None, Resource]]] = {}
 
         def keep_latest(analyte: str, res: Resource) -> None:
-            when = _effective(res)
-            current = latest.get(analyte)
-            if current is None or (when or _UNDATED) > (current[0] or _UNDATED):
-                latest[analyte] = (when, res)
+            history.setdefault(analyte, []).append((_effective(res), res))
 
         for res in resources:
             if not isinstance(res, OBJECT):
@@ -310,9 +337,21 @@ class FactExtractor:
                 if record:
                     draft_tests.append(record)
 
-        # Only the latest result per analyte can be read by the rules, and it is validated when
-        # it is: a two-year history would otherwise cost more to validate than the assessment.
-        read = {name: (self._result(name, res, when), res) for name, (when, res) in latest.items()}
+        # The latest *usable* result per analyte decides (protocol D9); newer unusable ones are
+        # set aside and named. Only the deciding result is validated when a rule reads it: a
+        # two-year history would otherwise cost more to validate than the assessment.
+        read: dict[str, tuple[LabResult, Resource]] = {}
+        unusable: list[LabResult] = []
+        set_aside: dict[str, Resource] = {}
+        for name, found in history.items():
+            found.sort(key=lambda item: item[0] or _UNDATED, reverse=True)
+            for when, res in found:
+                result = self._result(name, res, when, today)
+                if result.usable:
+                    read[name] = (result, res)
+                    break
+                unusable.append(result)
+                set_aside[result.reference] = res
         birth = _parse_when(patient.get("birthDate")) if patient else None
         return Facts(
             patient_id=str(patient["id"]) if patient and patient.get("id") else patient_id,
@@ -324,8 +363,8 @@ class FactExtractor:
             draft_medications=tuple(drafts),
             draft_service_requests=tuple(draft_tests),
             unreadable_drafts=tuple(unreadable),
-            results=CheckedResults(read),
-            unusable_analytes=tuple(name for name, (r, _) in read.items() if not r.usable),
+            results=CheckedResults(read, set_aside),
+            unusable=tuple(unusable),
         )
 
     def _coded(self, res: Resource, concept: Any, when: Any = None) -> CodedRecord:
@@ -422,9 +461,11 @@ class FactExtractor:
                 return name
         return None
 
-    def _result(self, analyte: str, res: Resource, when: datetime | None) -> LabResult:
+    def _result(
+        self, analyte: str, res: Resource, when: datetime | None, today: date | None
+    ) -> LabResult:
         spec = self.protocol.observations.analytes[analyte]
         reference = resource_reference(res)
         if spec.qualitative:
-            return read_qualitative(analyte, reference, when, res, self.protocol)
-        return read_quantity(analyte, reference, when, res.get("valueQuantity"), spec)
+            return read_qualitative(analyte, reference, when, res, self.protocol, today)
+        return read_quantity(analyte, reference, when, res, spec, today)

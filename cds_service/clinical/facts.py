@@ -65,13 +65,13 @@ class Facts:
     draft_service_requests: tuple[CodedRecord, ...] = ()
     #: Draft orders the rules could not read: ("Type/id", why), named on a card as not checked.
     unreadable_drafts: tuple[tuple[str, str], ...] = ()
-    #: The latest result per analyte. The extractor's mapping validates a result's resource
-    #: the first time its value is looked up, so a rule that never reads an analyte never
-    #: pays for (or fails on) it.
+    #: The latest usable result per analyte (protocol D9). The extractor's mapping validates a
+    #: result's resource the first time its value is looked up, so a rule that never reads an
+    #: analyte never pays for (or fails on) it.
     results: Mapping[str, LabResult] = field(default_factory=dict)
-    #: Analytes whose latest result cannot be interpreted, found without reading their values
-    #: through `results` (which would validate every result just to find these).
-    unusable_analytes: tuple[str, ...] = ()
+    #: Results newer than the deciding one that cannot be used (no value, not a number, unknown
+    #: unit, implausible, dated after today), newest first per analyte: named on the cards.
+    unusable: tuple[LabResult, ...] = ()
 
     @property
     def confirmed_conditions(self) -> tuple[CodedRecord, ...]:
@@ -88,9 +88,17 @@ class Facts:
         return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
 
     @property
+    def unusable_analytes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.analyte for r in self.unusable))
+
+    @property
     def unusable_results(self) -> tuple[LabResult, ...]:
-        """Shown on a card, so they are read (and validated) like any other result."""
-        return tuple(self.results[analyte] for analyte in self.unusable_analytes)
+        """Shown on a card, so their resources are validated like any other result's."""
+        validate = getattr(self.results, "validate", None)
+        if validate is not None:
+            for r in self.unusable:
+                validate(r.reference)
+        return self.unusable
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ and named on the cards so the clinician knows why it was not used.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from cds_service.clinical.facts import LabResult
@@ -16,34 +16,65 @@ from cds_service.protocol import Protocol
 from cds_service.protocol.model import Analyte
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
+def _json_number(value: Any) -> float | None:
+    """A JSON number only: a string such as "120" is not one, whatever a parser would make of it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    return float(value)
+
+
+def _no_value_reason(res: Mapping[str, Any]) -> str:
+    """Why a result has no value, in the laboratory's words where it gives any (haemolysed...)."""
+    reasons: list[str] = []
+    absent = res.get("dataAbsentReason")
+    if isinstance(absent, OBJECT):
+        if isinstance(absent.get("text"), str):
+            reasons.append(absent["text"])
+        for c in _array(absent.get("coding")):
+            reasons.append(str(c.get("display") or c.get("code") or ""))
+    if isinstance(res.get("valueString"), str):
+        reasons.append(res["valueString"])
+    value = res.get("valueCodeableConcept")
+    if isinstance(value, OBJECT) and isinstance(value.get("text"), str):
+        reasons.append(value["text"])
+    said = "; ".join(dict.fromkeys(r.strip() for r in reasons if r and r.strip()))
+    return f"no value ({said[:80]})" if said else "no value"
 
 
 def read_quantity(
-    analyte: str, reference: str, when: datetime | None, quantity: Any, spec: Analyte
+    analyte: str,
+    reference: str,
+    when: datetime | None,
+    res: Mapping[str, Any],
+    spec: Analyte,
+    today: date | None = None,
 ) -> LabResult:
-    if not isinstance(quantity, OBJECT):
-        return LabResult(analyte, reference, when, "no numeric value", problem="no numeric value")
-    value = _number(quantity.get("value"))
+    """The result in its comparison unit, or why it cannot be used (protocol D9)."""
+    quantity = res.get("valueQuantity")
+    if not isinstance(quantity, OBJECT) or quantity.get("value") is None:
+        reason = _no_value_reason(res)
+        return LabResult(analyte, reference, when, reason, problem=reason)
+    raw = quantity.get("value")
     unit = str(quantity.get("code") or quantity.get("unit") or "").strip()
     comparator = str(quantity.get("comparator") or "")
-    shown = f"{comparator}{quantity.get('value')} {quantity.get('unit') or unit}".strip()
+    shown = f"{comparator}{raw} {quantity.get('unit') or unit}".strip()
+    value = _json_number(raw)
     if value is None:
-        return LabResult(analyte, reference, when, shown, problem="no numeric value")
+        return LabResult(analyte, reference, when, shown, problem="the value is not a number")
     rule = spec.units.get(unit) or spec.units.get(str(quantity.get("unit") or "").strip())
     if rule is None:
         return LabResult(
             analyte, reference, when, shown, problem=f"unknown unit {unit or 'none'!r}"
         )
-    return LabResult(
-        analyte, reference, when, shown, value=value * rule.factor, unit=rule.compare_as
-    )
+    if today is not None and when is not None and when.date() > today:
+        return LabResult(
+            analyte, reference, when, shown, problem=f"dated after today ({when.date()})"
+        )
+    compared = value * rule.factor
+    bound = spec.plausible_below.get(rule.compare_as)
+    if compared <= 0 or (bound is not None and compared >= bound):
+        return LabResult(analyte, reference, when, shown, problem="implausible value")
+    return LabResult(analyte, reference, when, shown, value=compared, unit=rule.compare_as)
 
 
 def _array(value: Any) -> list[Mapping[str, Any]]:
@@ -51,9 +82,19 @@ def _array(value: Any) -> list[Mapping[str, Any]]:
 
 
 def read_qualitative(
-    analyte: str, reference: str, when: datetime | None, res: Mapping[str, Any], protocol: Protocol
+    analyte: str,
+    reference: str,
+    when: datetime | None,
+    res: Mapping[str, Any],
+    protocol: Protocol,
+    today: date | None = None,
 ) -> LabResult:
     reading = protocol.observations.qualitative
+    if today is not None and when is not None and when.date() > today:
+        shown = "result"
+        return LabResult(
+            analyte, reference, when, shown, problem=f"dated after today ({when.date()})"
+        )
     interpretations = {
         str(c.get("code"))
         for concept in _array(res.get("interpretation"))

@@ -406,7 +406,7 @@ class CardBuilder:
             out.append(self.unconfirmed_diagnosis_card(plan, ctx, new_id))
         elif a.status == UNKNOWN and b12_drafts:
             out.append(self.no_deficiency_card(plan, new_id))
-        if a.unusable:
+        if a.unusable or a.stale:
             out.append(self.unusable_card(plan, new_id))
         if a.facts.unreadable_drafts:
             out.append(self.drafts_not_checked_card(plan, new_id))
@@ -500,9 +500,7 @@ class CardBuilder:
         if plan.monitoring:
             detail += ["", "**Monitoring**", *[f"- {m.id}: {m.text}" for m in plan.monitoring]]
         detail += ["", f"**Maintenance:** {self.protocol.rules.maintenance_note}"]
-        if a.unusable:
-            detail += ["", "**Results that could not be used**"]
-            detail += [f"- {r.shown} ({r.problem}) — `{r.reference}`" for r in a.unusable]
+        detail += self.set_aside_lines(plan)
         if ctx.not_checked:
             detail += [
                 "",
@@ -781,33 +779,67 @@ class CardBuilder:
             new_id,
         )
 
+    def title_of(self, analyte: str) -> str:
+        spec = self.protocol.observations.analytes.get(analyte)
+        return spec.title if spec else analyte
+
+    def set_aside_lines(self, plan: Plan) -> list[str]:
+        """Results no rule used, each with its reason (protocol D9): never silently dropped."""
+        a = plan.assessment
+        lines: list[str] = []
+        if a.unusable:
+            lines += ["", "**Not usable** (set aside, never a reason to treat)"]
+            lines += [
+                f"- {self.title_of(r.analyte)} {r.shown} ({r.date_text}): {r.problem} — "
+                f"`{r.reference}`"
+                for r in a.unusable
+            ]
+        if a.stale:
+            days = a.profile.result_recency_days
+            lines += ["", f"**Stale** (older than {days} days or undated, not used)"]
+            lines += [
+                f"- {self.title_of(r.analyte)} {r.shown} ({r.date_text}) — `{r.reference}`"
+                for r in a.stale
+            ]
+        return lines
+
     def unusable_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
         a = plan.assessment
-        lines = [f"- {r.shown}: {r.problem} — `{r.reference}`" for r in a.unusable]
-        detail = [
-            "These results could not be interpreted and were not used by the rules:",
-            "",
-            *lines,
-            "",
-            "Check the unit with the laboratory or repeat the test.",
-            *self.footer(plan, ()),
-        ]
+        rule, text = self._deficiency_card("D9")
+        b12_used = "b12" in a.facts.results
+        b12_unusable = [r for r in a.unusable if r.analyte == "b12"]
+        b12_stale = [r for r in a.stale if r.analyte == "b12"]
+        days = a.profile.result_recency_days
+        advice: list[str] = []
+        if not b12_used and (b12_unusable or b12_stale):
+            advice.append("Repeat serum B12: no usable recent result is on record.")
+        if any((r.problem or "").startswith("unknown unit") for r in a.unusable):
+            advice.append("Check the unit with the laboratory.")
         names = ", ".join(
-            self.protocol.observations.analytes[r.analyte].title
-            if r.analyte in self.protocol.observations.analytes
-            else r.analyte
-            for r in a.unusable
+            dict.fromkeys(f"{self.title_of(r.analyte)} ({r.problem})" for r in a.unusable)
         )
-        return self.card(
-            plan,
-            "unusable-results",
-            "info",
-            _summary(
-                f"Result not interpretable (unknown unit): {names}", "Result not interpretable"
-            ),
-            detail,
-            new_id,
-        )
+        if not b12_used and b12_stale and not b12_unusable:
+            summary = _summary(
+                f"No recent serum B12 (latest usable {b12_stale[0].date_text}, over {days} "
+                "days old): repeat serum B12",
+                text.summary,
+            )
+        elif not b12_used and b12_unusable:
+            summary = _summary(
+                f"Serum B12 not usable ({b12_unusable[0].problem}): repeat serum B12",
+                text.summary,
+            )
+        elif names:
+            summary = _summary(f"Not usable: {names}", text.summary)
+        else:
+            summary = text.summary
+        detail = [
+            text.detail,
+            *self.set_aside_lines(plan),
+            *(["", *advice] if advice else []),
+            *self.footer(plan, rule.citations),
+        ]
+        return self.card(plan, "unusable-results", "info", summary, detail, new_id)
 
 
 def _relative(reference: str) -> str:

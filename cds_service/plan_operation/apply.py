@@ -343,11 +343,16 @@ def care_plan(engine: Engine, plan_definition: JSON, plan: Plan, request: ApplyR
         notes += [f"{m.id}: {m.text}" for m in plan.monitoring]
     issues = [detected_issue(engine, f, subject, plan.start) for f in a.findings]
     contained += issues
-    unusable = [r.analyte for r in a.unusable]
-    if unusable:
+    if a.unusable:
         notes.append(
-            "Result(s) in a unit the protocol does not know were not used: "
-            + ", ".join(unusable)
+            "Not usable, so not used: "
+            + "; ".join(f"{r.analyte} {r.shown} ({r.problem})" for r in a.unusable)
+            + "."
+        )
+    if a.stale:
+        notes.append(
+            f"Stale (older than {a.profile.result_recency_days} days), so not used: "
+            + "; ".join(f"{r.analyte} {r.shown} ({r.date_text})" for r in a.stale)
             + "."
         )
     identity = f"{subject}|{plan_definition['id']}|{plan.start.isoformat()}"

@@ -29,7 +29,7 @@ from cds_service.protocol.model import (
 DATA_DIR = Path(__file__).parent / "data"
 INTRAVENOUS_ROUTE = ("http://snomed.info/sct", "47625008")
 # D-rules that answer with a card of their own (protocol.md section 2).
-CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7")
+CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7", "D9")
 
 # Keys of the `when` language whose argument names a value set, an analyte or a threshold.
 _VALUE_SET_KEYS = {
@@ -185,6 +185,9 @@ def _check(p: Protocol) -> None:
     for name, analyte in analytes.items():
         if not analyte.qualitative and not analyte.units:
             raise ProtocolError(f"observations.yaml: {name}: a quantitative analyte needs units")
+        for unit in {rule.compare_as for rule in analyte.units.values()}:
+            if unit not in analyte.plausible_below:
+                raise ProtocolError(f"observations.yaml: {name}: plausible_below needs {unit}")
 
     thresholds = {k for prof in p.profiles.profiles.values() for k in prof.thresholds}
 

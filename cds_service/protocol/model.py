@@ -52,6 +52,10 @@ class Analyte(Strict):
     qualitative: bool = False
     display_unit: str | None = None
     units: dict[str, UnitRule] = Field(default_factory=dict)
+    #: Per comparison unit: a value at or above this is not plausible (protocol D9).
+    plausible_below: dict[str, float] = Field(default_factory=dict)
+    #: Whether only results within the profile's recency window decide (protocol D9).
+    recent_only: bool = True
     conversions: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
@@ -211,6 +215,7 @@ class Profile(Strict):
     citations: tuple[str, ...]
     thresholds: dict[str, Any]
     maintenance_review: Duration
+    result_recency_days: int = Field(default=365, ge=1)
     regimen_rules: tuple[RegimenRule, ...]
 
 
