@@ -263,7 +263,7 @@ def test_no_treatment_from_an_unusable_result(
         )
     after = ENGINE.plan(record.resources, start=start)
     assert _decision(after) == _decision(before)
-    assert len(after.assessment.unusable) >= 1 and "D9" in after.rule_ids
+    assert len(after.assessment.facts.unusable) >= 1 and "D9" in after.rule_ids
     if after.recommended is not None:
         a = after.assessment
         b12 = a.facts.results.get("b12")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from records import ICD, RXNORM, SNOMED, Record
 
-from cds_service.clinical.extract import _codings, _words
+from cds_service.clinical.extract import InvalidResourceError, _codings, _words
 from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine
 
@@ -550,7 +551,10 @@ def test_D9_implausible_values_are_never_a_reason_to_treat() -> None:
     as_text = Record().b12(95)
     as_text.resources[-1]["valueQuantity"]["value"] = "95"  # a string is not a JSON number
     a = plan(as_text).assessment
-    assert a.status == "unknown" and a.unusable[0].problem == "the value is not a number"
+    assert a.status == "unknown" and a.facts.unusable[0].problem == "the value is not a number"
+    # It is not valid FHIR R4 either: showing it names the element (the hooks answer 400).
+    with pytest.raises(InvalidResourceError, match="valueQuantity.value"):
+        _ = a.unusable
     assert plan(Record().b12(36999)).assessment.status == "not-deficient"  # within bounds
 
 
