@@ -577,3 +577,48 @@ def test_D9_only_results_within_the_recency_window_decide() -> None:
     assert plan(old_antibody).assessment.type == "pernicious-anemia"
     with_d1 = plan(Record().condition(ICD, "D51.9").b12(90, when="2024-01-01")).assessment
     assert with_d1.status == "confirmed" and "D9" in with_d1.deficiency_rules
+
+
+# --- D8: functional deficiency suspected despite a normal or borderline B12 (protocol 1.1) --
+
+
+def _nitrous_oxide(record: Record) -> Record:
+    record.resources.append(
+        {
+            "resourceType": "Condition",
+            "id": "cond-n2o",
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {"text": "Recreational nitrous oxide use"},
+            "subject": {"reference": "Patient/p1"},
+        }
+    )
+    return record
+
+
+def test_D8_neurology_or_nitrous_oxide_with_normal_or_borderline_b12() -> None:
+    for record in (
+        _nitrous_oxide(Record().b12(400)),
+        Record().b12(400).condition(ICD, "G32.0"),
+        Record().b12(190).condition(SNOMED, "42345000"),
+        Record().b12(400).condition(SNOMED, "48522003"),
+        Record()
+        .b12(400)
+        .medication("Entonox (nitrous oxide 50% / oxygen 50%)", kind="MedicationStatement"),
+    ):
+        a = plan(record).assessment
+        assert "D8" in a.deficiency_rules and a.status in ("not-deficient", "indeterminate")
+        assert plan(record).recommended is None  # it asks for tests; it does not treat
+    assert "D8" not in plan(Record().b12(400)).assessment.deficiency_rules
+    # Ruled out by a normal MMA (D3), confirmed by a low B12 (S1 then), or on B12 already.
+    ruled_out = Record().b12(180).lab("13964-2", 0.2, "umol/L").condition(SNOMED, "42345000")
+    assert "D8" not in plan(ruled_out).assessment.deficiency_rules
+    assert "D8" not in plan(_nitrous_oxide(Record().b12(90))).assessment.deficiency_rules
+    on_b12 = _nitrous_oxide(Record().b12(400)).medication("cyanocobalamin 1000 mcg tablet")
+    assert "D8" not in plan(on_b12).assessment.deficiency_rules

@@ -128,6 +128,13 @@ class Assessor:
             d_rules.append("D9")  # results were set aside: the cards name them
         scope.status = status
         scope.deficiency_rules = tuple(d_rules)
+        for d_id, d_rule in self.protocol.rules.deficiency_rules.items():
+            if d_rule.when is not None:
+                ok, found = evaluate(d_rule.when, scope)
+                if ok:
+                    d_rules.append(d_id)
+                    d_evidence += found
+        scope.deficiency_rules = tuple(d_rules)
 
         type_rule: TypeRule | None = None
         causes: list[Cause] = []

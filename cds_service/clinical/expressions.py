@@ -193,6 +193,9 @@ def _leaf(key: str, arg: Any, scope: Scope, route: str | None) -> Result:
         return True, [Evidence(facts.patient_reference or "Patient", f"age {age} years", None)]
     if key == "status":
         return scope.status in arg, []
+    if key == "deficiency_rule":
+        wanted = arg if isinstance(arg, list) else [arg]
+        return bool(set(scope.deficiency_rules) & set(wanted)), []
     if key == "b12_therapy":
         has = bool(scope.b12_therapy)
         found = [

@@ -382,7 +382,8 @@ class FactExtractor:
             return None
         if _status_code(res.get("verificationStatus")) in NOT_TRUE:
             return None
-        if not self.codes.known(_codings(res.get("code"))):
+        # Text counts too: exposures such as nitrous oxide use often have no verified code.
+        if not self.codes.known(_codings(res.get("code")), _words(res.get("code"))):
             return None
         _validate(res)
         when = res.get("onsetDateTime") or res.get("recordedDate")

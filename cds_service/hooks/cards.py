@@ -398,7 +398,9 @@ class CardBuilder:
         if off and plan.recommended is not None and a.status == CONFIRMED:
             out.append(self.off_protocol_card(plan, series, off, new_id))
 
-        if a.status == INDETERMINATE and "D4" in a.deficiency_rules:
+        if "D8" in a.deficiency_rules:  # asks for MMA itself, so it stands in for D4's card
+            out.append(self.functional_deficiency_card(plan, ctx, new_id))
+        elif a.status == INDETERMINATE and "D4" in a.deficiency_rules:
             out.append(self.mma_card(plan, ctx, new_id))
         if a.status == NOT_DEFICIENT and "D7" in a.deficiency_rules:
             out.append(self.very_high_card(plan, new_id))
@@ -682,6 +684,53 @@ class CardBuilder:
             detail,
             new_id,
             [suggestion],
+        )
+
+    def functional_deficiency_card(
+        self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]
+    ) -> JSON:
+        """D8: strong features with a normal or borderline B12 are never answered with silence."""
+        a = plan.assessment
+        rule, text = self._deficiency_card("D8")
+        analytes = self.protocol.observations.analytes
+        suggestions = []
+        for name, label in (("mma", "methylmalonic acid (MMA)"), ("homocysteine", "homocysteine")):
+            test = analytes[name].codes[0]
+            request = self.service_request(
+                plan, ctx, test, f"Serum {label}", "Functional B12 deficiency suspected (D8)"
+            )
+            suggestions.append(
+                {
+                    "label": f"Order serum {label}",
+                    "uuid": new_id(),
+                    "isRecommended": True,
+                    "actions": [
+                        {
+                            "type": "create",
+                            "description": f"Order serum {label} (LOINC {test.code})",
+                            "resource": request,
+                        }
+                    ],
+                }
+            )
+        detail = [
+            text.detail,
+            "",
+            "**Evidence**",
+            *_evidence_lines(a.deficiency_evidence),
+            *self.unconfirmed_lines(plan),
+            *self.footer(plan, rule.citations),
+        ]
+        return self.card(
+            plan,
+            "functional-deficiency",
+            "warning",
+            text.summary,
+            detail,
+            new_id,
+            suggestions,
+            override=True,
+            selection="any",
         )
 
     def severity_lines(self, plan: Plan) -> list[str]:

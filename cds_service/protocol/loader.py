@@ -29,7 +29,7 @@ from cds_service.protocol.model import (
 DATA_DIR = Path(__file__).parent / "data"
 INTRAVENOUS_ROUTE = ("http://snomed.info/sct", "47625008")
 # D-rules that answer with a card of their own (protocol.md section 2).
-CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7", "D9")
+CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7", "D8", "D9")
 
 # Keys of the `when` language whose argument names a value set, an analyte or a threshold.
 _VALUE_SET_KEYS = {
@@ -54,6 +54,7 @@ _LEAF_KEYS = (
         "age_below",
         "status",
         "b12_therapy",
+        "deficiency_rule",
         "draft_order_changes_b12_therapy",
         "always",
         "type",
@@ -227,6 +228,8 @@ def _check(p: Protocol) -> None:
                 raise ProtocolError(f"rules.yaml: {s.id}: unknown monitoring rule {m!r}")
     for d_id, d in p.rules.deficiency_rules.items():
         cite(d.citations, f"rules.yaml: {d_id}")
+        if d.when is not None:
+            check_when(d.when, f"rules.yaml: {d_id}")
     for d_id in CARDED_DEFICIENCY_RULES:
         carded = p.rules.deficiency_rules.get(d_id)
         if carded is None or carded.card is None:

@@ -81,6 +81,9 @@ class DeficiencyRule(Strict):
     title: str
     citations: tuple[str, ...]
     card: CardText | None = None
+    #: For a D-rule that flags rather than decides the status (D8): when it fires, evaluated
+    #: once the status is known.
+    when: dict[str, Any] | None = None
 
 
 class Cause(Strict):

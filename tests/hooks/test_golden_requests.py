@@ -81,8 +81,12 @@ async def test_golden_request(slug: str, hook: str) -> None:
 
     indicators = [c["indicator"] for c in cards]
     if a.status in ("not-deficient", "unknown", "indeterminate"):
+        # A warning without a confirmed deficiency: a safety finding, or functional deficiency
+        # suspected despite a normal or borderline B12 (D8).
         assert "warning" not in indicators or any(
-            c["extension"]["card"].startswith("safety-") for c in cards
+            c["extension"]["card"].startswith("safety-")
+            or c["extension"]["card"] == "functional-deficiency"
+            for c in cards
         )
         assert not any(c["extension"]["card"] == "treatment" for c in cards)
     kinds = {c["extension"]["card"] for c in cards}
@@ -199,3 +203,19 @@ async def test_duplicate_draft_on_therapy_gets_a_delete_suggestion() -> None:
             "resourceId": f"MedicationRequest/{draft['id']}",
         }
     ]
+
+
+async def test_D8_card_asks_for_mma_and_homocysteine_and_is_never_silent() -> None:
+    for slug in ("d8-nitrous-oxide-normal-b12", "d8-neuropathy-borderline-b12"):
+        body = golden_request(slug, "patient-view")
+        async with client() as c:
+            cards = (await c.post("/cds-services/b12-patient-view", json=body)).json()["cards"]
+        [card] = [c for c in cards if c["extension"]["card"] == "functional-deficiency"]
+        assert card["indicator"] == "warning" and "D8" in card["extension"]["rules"]
+        assert "normal in functional B12 deficiency" in card["detail"]
+        assert "do not delay treatment" in card["detail"]
+        orders = [s["actions"][0]["resource"] for s in card["suggestions"]]
+        assert [o["code"]["coding"][0]["code"] for o in orders] == ["13964-2", "13965-9"]
+        for order in orders:
+            assert_valid_fhir(order)
+        assert not any(c["extension"]["card"] == "borderline-b12" for c in cards)
