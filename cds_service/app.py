@@ -17,32 +17,37 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
+from cds_service import startup
 
-from cds_service import health, heap, logs, metrics
-from cds_service.api_errors import install_error_handlers
-from cds_service.fetch import FhirFetcher
-from cds_service.hooks import router as hooks
-from cds_service.hooks.prefetch import Fetcher
-from cds_service.middleware.access_log import AccessLogMiddleware
-from cds_service.middleware.last_resort import LastResortMiddleware
-from cds_service.middleware.metrics import MetricsMiddleware
-from cds_service.middleware.request_id import RequestIdMiddleware
-from cds_service.middleware.security_headers import SecurityHeadersMiddleware
-from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
-from cds_service.pages.router import PagesConfig, build_pages_router
-from cds_service.plan_operation import router as plan_operation
-from cds_service.record_source import FhirRecordSource
-from cds_service.safe_log import drop_tracebacks
-from cds_service.service_state import (
-    AUTH_OFF_WARNING,
-    Authenticator,
-    ServiceState,
-    build_fetcher,
-    build_verifier,
-)
-from cds_service.settings import Settings
+# The protocol tables are read when the modules below are imported: a bad table is reported
+# as one line, as a bad setting is.
+with startup.exit_on_operator_error():
+    from fastapi import FastAPI
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from cds_service import health, heap, logs, metrics
+    from cds_service.api_errors import install_error_handlers
+    from cds_service.fetch import FhirFetcher
+    from cds_service.hooks import router as hooks
+    from cds_service.hooks.prefetch import Fetcher
+    from cds_service.middleware.access_log import AccessLogMiddleware
+    from cds_service.middleware.last_resort import LastResortMiddleware
+    from cds_service.middleware.metrics import MetricsMiddleware
+    from cds_service.middleware.request_id import RequestIdMiddleware
+    from cds_service.middleware.security_headers import SecurityHeadersMiddleware
+    from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
+    from cds_service.pages.router import PagesConfig, build_pages_router
+    from cds_service.plan_operation import router as plan_operation
+    from cds_service.record_source import FhirRecordSource
+    from cds_service.safe_log import drop_tracebacks
+    from cds_service.service_state import (
+        AUTH_OFF_WARNING,
+        Authenticator,
+        ServiceState,
+        build_fetcher,
+        build_verifier,
+    )
+    from cds_service.settings import Settings
 
 __all__ = ["AUTH_OFF_WARNING", "create_app"]
 
@@ -142,9 +147,9 @@ def create_app(
 
 @cache
 def _default_app() -> FastAPI:
-    settings = Settings.from_env()
+    settings = startup.or_exit(Settings.from_env)
     logs.configure(settings.log_format)
-    return create_app(settings)
+    return startup.or_exit(lambda: create_app(settings))
 
 
 def __getattr__(name: str) -> Any:

@@ -1,14 +1,20 @@
-"""`b12-cds plan BUNDLE`: the clinical answer for a FHIR Bundle, without a server.
+"""`b12-cds plan FILE`: the clinical answer for a FHIR Bundle or a CDS Hooks request, without a
+server (`-` reads standard input).
 
-Bad input ends with one line on stderr and a non-zero exit, never a traceback: the CLI is used in
-scripts and by clinicians checking a record.
+Bad input ends with one line on stderr and exit 2, never a traceback: the CLI is used in
+scripts and by clinicians checking a record. A closed pipe (`b12-cds plan x.json | head`) ends
+quietly with 141, as a tool killed by SIGPIPE; an interruption exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,54 +24,99 @@ from pydantic import ValidationError
 
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine, bundle_resources
+from cds_service.hooks.models import RequestError, parse_hook_request
+from cds_service.hooks.prefetch import MissingPrefetch, PrefetchError, resolve
 from cds_service.protocol import ProtocolError, UnknownProfileError
 from cds_service.report import render
+from cds_service.safe_log import where_raised
+
+STDIN = "-"
 
 
 class InputError(Exception):
     pass
 
 
-def _load_bundle(path: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Record:
+    resources: list[Mapping[str, Any]]
+    patient_id: str | None
+    draft_orders: tuple[Mapping[str, Any], ...]
+
+
+def _read_json(path: str) -> tuple[str, Any]:
+    """(name for messages, parsed JSON) of `path`, or of standard input for `-`."""
+    name = "standard input" if path == STDIN else path
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = sys.stdin.read() if path == STDIN else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name} is not UTF-8 text") from None
     try:
-        data = json.loads(text)
+        return name, json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not JSON (line {exc.lineno})") from None
-    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
-        raise InputError(f"{path} is not a FHIR Bundle")
+        raise InputError(f"{name} is not JSON (line {exc.lineno})") from None
+
+
+def _bundle_record(name: str, data: dict[str, Any]) -> Record:
     try:
         Bundle.model_validate(data)
     except (ValidationError, ValueError) as exc:
         count = len(exc.errors()) if isinstance(exc, ValidationError) else 1
-        raise InputError(f"{path} is not a valid FHIR R4 Bundle ({count} error(s))") from None
-    return data
+        raise InputError(f"{name} is not a valid FHIR R4 Bundle ({count} error(s))") from None
+    return Record(list(bundle_resources(data)), None, ())
+
+
+def _hook_record(name: str, data: dict[str, Any]) -> Record:
+    """The record a CDS Hooks request carries in its prefetch (nothing is fetched)."""
+    try:
+        request = parse_hook_request(data, str(data.get("hook")))
+        resolved = asyncio.run(resolve(request, None))
+    except (RequestError, PrefetchError) as exc:
+        raise InputError(f"{name}: {exc}") from None
+    except MissingPrefetch as exc:
+        missing = "; ".join(f"{k}: {v}" for k, v in sorted(exc.details.items()))
+        raise InputError(f"{name}: required prefetch missing: {missing}") from None
+    return Record(list(resolved.resources), resolved.patient_id, tuple(resolved.draft_orders))
+
+
+def load_record(path: str) -> Record:
+    """A FHIR Bundle or a CDS Hooks request (recognised by its `hook` and `hookInstance`)."""
+    name, data = _read_json(path)
+    if isinstance(data, Mapping) and data.get("resourceType") == "Bundle":
+        return _bundle_record(name, dict(data))
+    if isinstance(data, Mapping) and "hook" in data and "hookInstance" in data:
+        return _hook_record(name, dict(data))
+    raise InputError(f"{name} is neither a FHIR Bundle nor a CDS Hooks request")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="b12-cds", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="assess a patient Bundle and print the schedule")
-    plan.add_argument("bundle", help="path to a FHIR R4 Bundle (JSON) holding one patient")
+    plan = sub.add_parser("plan", help="assess one patient's record and print the schedule")
+    plan.add_argument(
+        "record",
+        help="a FHIR R4 Bundle or a CDS Hooks request (JSON) for one patient; - for stdin",
+    )
     plan.add_argument("--profile", default=None, help="protocol profile (default: standard)")
     plan.add_argument("--start", type=date.fromisoformat, default=None, help="YYYY-MM-DD")
     plan.add_argument("--json", action="store_true", help="print the MedicationRequests as JSON")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+def _plan(args: argparse.Namespace) -> int:
     try:
         engine = Engine.build()
-        bundle = _load_bundle(args.bundle)
+        record = load_record(args.record)
         start = args.start or date.today()
-        plan = engine.plan(bundle_resources(bundle), start=start, profile=args.profile)
+        plan = engine.plan(
+            record.resources,
+            start=start,
+            profile=args.profile,
+            patient_id=record.patient_id,
+            draft_orders=record.draft_orders,
+        )
     except (InputError, InvalidResourceError, UnknownProfileError, ProtocolError) as exc:
         print(f"b12-cds: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +129,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print(render(plan))
+    sys.stdout.flush()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return _plan(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nothing to say it to.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a tool killed by SIGPIPE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Type and place only: a message could quote the record.
+        print(f"b12-cds: internal error: {where_raised(exc)}", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

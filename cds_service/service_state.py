@@ -16,6 +16,7 @@ from cds_service.auth import (
     JwtVerifier,
     load_clients,
 )
+from cds_service.auth.errors import ClientsFileError
 from cds_service.engine import Engine
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.fetch.budget import MemoryBudget
@@ -60,8 +61,12 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
     if not settings.auth:
         return None
     assert settings.clients_file is not None  # Settings.check
+    try:
+        clients = load_clients(settings.clients_file)
+    except ClientsFileError as exc:
+        raise SettingsError(f"CDS_CLIENTS_FILE: {exc}") from None
     return JwtVerifier(
-        load_clients(settings.clients_file),
+        clients,
         JwksCache(timeout_s=settings.jwks_timeout_s),
         InMemoryReplayCache(),
     )
