@@ -21,4 +21,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4).status == 200 else 1)"
 
 # Authentication is on by default: set CDS_PUBLIC_BASE_URL and CDS_CLIENTS_FILE (mount the file).
-CMD ["uvicorn", "cds_service.app:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]
+# Production launcher (README, "Production server"): CDS_WORKERS workers (default one per CPU
+# the container sees), header/body timeouts and a per-worker connection limit.
+CMD ["python", "-m", "cds_service.serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: run test check lint format bench clean
+.PHONY: run serve test check lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	CDS_AUTH=off CDS_PREVIEW=on CDS_LOG_FORMAT=$${CDS_LOG_FORMAT:-text} $(BIN)/uvicorn cds_service.app:app --host $(HOST) --port $(PORT) --no-server-header
+
+# Production: one worker per CPU (CDS_WORKERS), uvloop + httptools, slow-client limits (README).
+serve: $(STAMP)
+	$(BIN)/python -m cds_service.serve
 
 check: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench

@@ -3,6 +3,7 @@
     python -m bench                 # full run (< 3 min): tables + bench/results/latest.json
     python -m bench --smoke         # CI: tiny durations, asserts every request got HTTP 200
     python -m bench --profile       # in-process stage profile of one patient-view request
+    python -m bench --scaling       # 2 workers against 1, bare app and service (--workers N)
 
 The cases are data (CASES below). A case whose probe request answers a status in its
 `skip_statuses` (412: the fallback fetch is not wired yet) is reported as skipped, not failed.
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from bench import workload
-from bench.server import Server
+from bench.server import STACKS, Server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVICE_APP = "cds_service.app:app"
@@ -107,6 +108,8 @@ class Settings:
     client: str
     out: Path
     cases: tuple[str, ...] | None
+    stack: str = "standard"
+    workers: int = 1
     service_app: str = SERVICE_APP
     baseline_app: str = BASELINE_APP
     floor_app: str = FLOOR_APP
@@ -186,12 +189,13 @@ def benchmark(s: Settings) -> dict[str, Any]:
         fhir, fhir_url, fhir_problem = start_fhir_server()
     env = Env(fhir_server=fhir_url)
 
+    on = {"stack": s.stack, "workers": s.workers}
     service = Server(
-        "service", s.service_app, {"CDS_AUTH": "off"}, log_path=RESULTS / "service.log"
+        "service", s.service_app, {"CDS_AUTH": "off"}, log_path=RESULTS / "service.log", **on
     )
-    baseline = Server("baseline", s.baseline_app, log_path=RESULTS / "baseline.log")
+    baseline = Server("baseline", s.baseline_app, log_path=RESULTS / "baseline.log", **on)
     floor = (
-        Server("floor", s.floor_app, log_path=RESULTS / "floor.log")
+        Server("floor", s.floor_app, log_path=RESULTS / "floor.log", **on)
         if any(c.floor for c in cases)
         else None
     )
@@ -210,9 +214,11 @@ def benchmark(s: Settings) -> dict[str, Any]:
             "warmup_s": s.warmup_s,
             "concurrency": list(s.concurrency),
             "client": s.client,
-            "service": " ".join(["python -m uvicorn", s.service_app, "--workers 1"]),
-            "baseline": " ".join(["python -m uvicorn", s.baseline_app, "--workers 1"]),
-            "floor": " ".join(["python -m uvicorn", s.floor_app, "--workers 1"]),
+            "stack": s.stack,
+            "workers": s.workers,
+            "service": " ".join(service.command()[1:]),
+            "baseline": " ".join(baseline.command()[1:]),
+            "floor": " ".join(floor.command()[1:]) if floor else None,
         },
         "cases": [],
     }
@@ -351,7 +357,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPU(s), {m['cpu_model']}, Python {m['python']}",
         f"Each run: {st['duration_s']:g} s measured after {st['warmup_s']:g} s warmup, "
         f"closed loop, keep-alive, load generator in its own process ({st['client']} client). "
-        "Service, floor and baseline: one uvicorn worker each.",
+        f"Service, floor and baseline on the same stack ({st.get('stack', 'standard')}), "
+        f"{st.get('workers', 1)} worker(s) each.",
     ]
     busy = m.get("cpu_busy_before_start")
     if busy is not None and busy > 0.15:
@@ -452,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="CI: 0.3 s per case, c1 and c4")
     mode.add_argument("--profile", action="store_true", help="in-process stage profile")
+    mode.add_argument(
+        "--scaling", action="store_true", help="N workers (--workers, default 2) against one"
+    )
+    parser.add_argument("--stack", choices=STACKS, default="standard", help="HTTP server stack")
+    parser.add_argument("--workers", type=int, help="worker processes per app (default 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
     parser.add_argument("--warmup", type=float, help="warmup seconds per run (default 0.5)")
     parser.add_argument("--concurrency", help="comma-separated, default 1,16 (smoke: 1,4)")
@@ -474,6 +486,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nResults: {out}")
         return 0
 
+    if args.scaling:
+        from bench.scaling import format_scaling, scaling
+
+        s = Settings(
+            mode="scaling",
+            duration_s=args.duration if args.duration is not None else 4.0,
+            warmup_s=args.warmup if args.warmup is not None else 0.5,
+            concurrency=tuple(int(x) for x in (args.concurrency or "1,16").split(",")),
+            client=args.client,
+            out=args.out or RESULTS / "scaling.json",
+            cases=None,
+        )
+        result = scaling(
+            apps={"baseline": BASELINE_APP, "service": args.service_app},
+            workers=args.workers or 2,
+            stack=args.stack,
+            concurrency=s.concurrency,
+            run_load=run_load,
+            case=CASES[0],
+            settings=s,
+            results=RESULTS,
+        )
+        s.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(format_scaling(result))
+        print(f"\nResults: {s.out}")
+        return 0
+
     smoke = bool(args.smoke)
     conc = args.concurrency or ("1,4" if smoke else "1,16")
     s = Settings(
@@ -485,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out or RESULTS / ("smoke.json" if smoke else "latest.json"),
         cases=tuple(args.case) if args.case else None,
         service_app=args.service_app,
+        stack=args.stack,
+        workers=args.workers or 1,
     )
     report = benchmark(s)
     report["out"] = str(s.out)

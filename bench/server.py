@@ -1,4 +1,12 @@
-"""Start an ASGI app under uvicorn in a subprocess and read its memory and CPU from /proc."""
+"""Start an ASGI app in a subprocess on one HTTP stack and read its memory and CPU from /proc.
+
+Stacks (`STACKS`): `standard` and `plain` are the production launcher (`cds_service.serve`: one
+listening socket with IPPROTO_TCP shared by the workers, slow-client limits) on uvloop +
+httptools or asyncio + h11; `uvicorn-cli` is `python -m uvicorn --workers N` on asyncio + h11
+(the command the launcher replaced), whose workers' connections lack TCP_NODELAY; `granian` is
+the Rust server. With several workers the CPU time is
+summed over the process tree and the peak RSS is the largest worker's.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from typing import IO
 import httpx
 
 HOST = "127.0.0.1"
+STACKS = ("standard", "plain", "uvicorn-cli", "granian")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -44,14 +53,74 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (a multi-worker server's supervisor and workers)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def command(stack: str, app: str, port: int, workers: int) -> list[str]:
+    """The command line that serves `app` on `stack` with `workers` worker processes."""
+    py = sys.executable
+    if stack in ("standard", "plain"):
+        return [
+            py,
+            "-m",
+            "cds_service.serve",
+            "--app",
+            app,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--stack",
+            stack,
+        ]
+    if stack == "uvicorn-cli":
+        # As the service shipped it: plain uvicorn (asyncio + h11), its own socket for workers.
+        return [
+            py, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+            "--workers", str(workers), "--no-access-log", "--loop", "asyncio", "--http", "h11",
+        ]  # fmt: skip
+    if stack == "granian":
+        return [
+            py,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-ws",
+            app,
+        ]
+    raise ValueError(f"unknown stack {stack!r}")
+
+
 @dataclass
 class Server:
-    """`python -m uvicorn <app> --workers 1 --no-access-log` on a free loopback port."""
+    """An app served on a free loopback port (`command` above), with no access log."""
 
     name: str
     app: str
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    stack: str = "standard"
+    workers: int = 1
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
@@ -66,19 +135,7 @@ class Server:
         return self.process.pid
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.app,
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--no-access-log",
-        ]
+        return command(self.stack, self.app, self.port, self.workers)
 
     def start(self, timeout_s: float = 20.0) -> Server:
         self.port = free_port()
@@ -102,16 +159,23 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.name} did not answer /health within {timeout_s:g} s")
 
+    def _largest_kb(self, field_name: str) -> float | None:
+        sizes = [proc_status_kb(p, field_name) for p in process_tree(self.pid)]
+        known = [kb for kb in sizes if kb is not None]
+        return max(known) / 1024 if known else None
+
     def peak_rss_mb(self) -> float | None:
-        kb = proc_status_kb(self.pid, "VmHWM")
-        return kb / 1024 if kb is not None else None
+        """The largest peak RSS of the server's processes (per worker, not summed)."""
+        return self._largest_kb("VmHWM")
 
     def rss_mb(self) -> float | None:
-        kb = proc_status_kb(self.pid, "VmRSS")
-        return kb / 1024 if kb is not None else None
+        return self._largest_kb("VmRSS")
 
     def cpu_s(self) -> float | None:
-        return proc_cpu_s(self.pid)
+        """User + system CPU seconds of the server's processes, workers included."""
+        times = [proc_cpu_s(p) for p in process_tree(self.pid)]
+        known = [t for t in times if t is not None]
+        return sum(known) if known else None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

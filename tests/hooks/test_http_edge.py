@@ -40,14 +40,16 @@ def _dockerfile_command() -> list[str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     command = _dockerfile_command()
-    assert command[0] == "uvicorn"
+    assert command[0] in ("uvicorn", "python")
     port = _free_port()
     args = [a if a != "0.0.0.0" else "127.0.0.1" for a in command[1:]]
     args[args.index("--port") + 1] = str(port)
+    if command[0] == "uvicorn":
+        args = ["-m", "uvicorn", *args]
     log = tmp_path_factory.mktemp("edge") / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", *args],
+            [sys.executable, *args],
             env={**os.environ, "CDS_AUTH": "off"},
             stdout=out,
             stderr=subprocess.STDOUT,
