@@ -622,3 +622,19 @@ def test_D8_neurology_or_nitrous_oxide_with_normal_or_borderline_b12() -> None:
     assert "D8" not in plan(_nitrous_oxide(Record().b12(90))).assessment.deficiency_rules
     on_b12 = _nitrous_oxide(Record().b12(400)).medication("cyanocobalamin 1000 mcg tablet")
     assert "D8" not in plan(on_b12).assessment.deficiency_rules
+
+
+def test_M5_unknown_cause_is_investigated_and_maintenance_does_not_lapse_silently() -> None:
+    p = plan(low_b12())
+    assert p.assessment.type == "unspecified" and "M5" in p.rule_ids
+    [m5] = [m for m in p.monitoring if m.id == "M5"]
+    assert (m5.test.system, m5.test.code) == ("loinc", "31444-3")
+    series = ENGINE.medication_requests(p)[p.recommended.regimen_id if p.recommended else ""]
+    maintenance = series[-1]
+    notes = " ".join(n["text"] for n in maintenance["note"])
+    assert "continue for life" in notes and "pernicious anaemia" in notes
+    assert p.recommended and p.recommended.phases[-1].end is not None  # it does end at review
+    assert not any("continue for life" in n["text"] for mr in series[:-1] for n in mr["note"])
+    # A known cause needs no such investigation.
+    assert "M5" not in plan(low_b12().condition(ICD, "D51.0")).rule_ids
+    assert "M5" not in plan(low_b12().allergy("Cobalt")).rule_ids  # no schedule, no M5

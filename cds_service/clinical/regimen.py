@@ -101,6 +101,11 @@ class Planner:
         monitoring_with = [
             m for m in self.protocol.rules.monitoring_rules if m.only_with in assessment.flags
         ]
+        # Tests that investigate the cause (M5 with T6) come with a schedule only.
+        type_id = assessment.type_rule.id if assessment.type_rule else None
+        monitoring_type = [
+            m for m in self.protocol.rules.monitoring_rules if type_id and m.only_with == type_id
+        ]
         if not assessment.schedule_allowed:
             return Plan(assessment, start, None, (), tuple(monitoring_with))
         scope = Scope(
@@ -137,5 +142,5 @@ class Planner:
             start,
             schedule(rule.id, rule.recommended, True),
             tuple(schedule(a.rule, a.regimen, False) for a in rule.alternatives),
-            tuple(monitoring + monitoring_with),
+            tuple(monitoring + monitoring_type + monitoring_with),
         )

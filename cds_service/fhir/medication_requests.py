@@ -290,5 +290,8 @@ class MedicationRequestWriter:
             notes.append(phase.condition)
         if phase.maintenance:
             notes.append(protocol.rules.maintenance_note)
+            rule = assessment.type_rule
+            if scheduled.end is not None and rule is not None and rule.review_note:
+                notes.append(rule.review_note)
         resource["note"] = [{"text": n} for n in notes]
         return resource

@@ -502,6 +502,8 @@ class CardBuilder:
         if plan.monitoring:
             detail += ["", "**Monitoring**", *[f"- {m.id}: {m.text}" for m in plan.monitoring]]
         detail += ["", f"**Maintenance:** {self.protocol.rules.maintenance_note}"]
+        if a.type_rule is not None and a.type_rule.review_note and not a.lifelong:
+            detail += ["", f"**Cause not found:** {a.type_rule.review_note}"]
         detail += self.set_aside_lines(plan)
         if ctx.not_checked:
             detail += [

@@ -216,6 +216,10 @@ def _check(p: Protocol) -> None:
         check_when(p.rules.severity.severe_when, "rules.yaml: severity")
         cite(p.rules.severity.citations, "rules.yaml: severity")
     monitoring_ids = {m.id for m in p.rules.monitoring_rules}
+    type_ids = {r.id for r in p.rules.type_rules}
+    for monitoring in p.rules.monitoring_rules:
+        if monitoring.only_with and monitoring.only_with not in safety_ids | type_ids:
+            raise ProtocolError(f"rules.yaml: {monitoring.id}: only_with names no S- or T-rule")
     for s in p.rules.safety_rules:
         check_when(s.when, f"rules.yaml: {s.id}")
         cite(s.citations, f"rules.yaml: {s.id}")

@@ -101,6 +101,9 @@ class TypeRule(Strict):
     causes: tuple[Cause, ...]
     schedule: bool = True
     reason_codes: tuple[CodeEntry, ...] = ()
+    #: Said on a maintenance phase that ends at review (M5: lifelong if the cause turns out to
+    #: be pernicious anaemia).
+    review_note: str | None = None
 
 
 class SafetyRule(Strict):
@@ -127,6 +130,7 @@ class MonitoringRule(Strict):
     test: CodeEntry
     offset_days: int
     citations: tuple[str, ...]
+    #: An S-rule id (with that finding) or a T-rule id (with that type, e.g. M5 with T6).
     only_with: str | None = None
 
 

@@ -163,6 +163,7 @@ async def test_monitoring_card_offers_each_m_rule_test_as_an_optional_order() ->
         "17849-1",
         "777-3",
         "14685-2",
+        "31444-3",  # M5: no cause on record (T6), intrinsic factor antibody
         "2823-3",
     ]
     assert orders[0]["occurrenceDateTime"] == "2026-12-06"  # day 5 of treatment (M1)
