@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cds_service.middleware.call_record import call_record
 from cds_service.safe_log import where_raised
@@ -56,6 +57,16 @@ class FastJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error the app raises as the JSON error body."""
 
@@ -70,7 +81,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
         message = message or str(exc.detail)
         call_record(request).reason = message
-        return error_response(exc.status_code, message, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(exc.status_code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

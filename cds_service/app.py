@@ -25,7 +25,7 @@ with startup.exit_on_operator_error():
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
-    from cds_service import health, heap, logs, metrics
+    from cds_service import health, heap, logs, metrics, openapi
     from cds_service.api_errors import install_error_handlers
     from cds_service.fetch import FhirFetcher
     from cds_service.hooks import router as hooks
@@ -83,9 +83,9 @@ def create_app(
         title="B12 CDS",
         description="CDS Hooks 2.0 service for vitamin B12 deficiency",
         version=state.engine.protocol.version,
-        docs_url=None,
+        docs_url="/docs" if settings.docs else None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json" if settings.docs else None,
         redirect_slashes=False,
         lifespan=lifespan,
     )
@@ -97,6 +97,7 @@ def create_app(
     app.state.clock = clock
 
     install_error_handlers(app)
+    openapi.install(app)
     readiness = health.readiness_of(state)
     app.state.readiness = readiness  # parts with a dependency add their check to it
     app.include_router(health.build_router(state, readiness))

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from cds_service.openapi import json_body
 from cds_service.readiness import Readiness
 from cds_service.service_state import ServiceState
 
@@ -47,16 +48,23 @@ def readiness_of(state: ServiceState) -> Readiness:
 def build_router(state: ServiceState, readiness: Readiness) -> APIRouter:
     api = APIRouter(tags=["Health"])
 
-    @api.get("/health")
+    @api.get("/health", responses={200: json_body("Health", "the protocol served")})
     async def health() -> dict[str, Any]:
         p = state.engine.protocol
         return {"status": "ok", "protocol": {"id": p.id, "version": p.version}}
 
-    @api.get("/health/live")
+    @api.get("/health/live", responses={200: json_body("Health", "the process answers")})
     async def live() -> dict[str, Any]:
         return {"status": "live"}
 
-    @api.get("/health/ready")
+    @api.get(
+        "/health/ready",
+        response_class=JSONResponse,
+        responses={
+            200: json_body("Readiness", "ready"),
+            503: json_body("Readiness", "not ready, with the reason of each failing check"),
+        },
+    )
     async def ready() -> JSONResponse:
         outcomes = await readiness.run()
         checks = {o.name: "ready" if o.ready else o.reason for o in outcomes}

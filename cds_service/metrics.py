@@ -203,7 +203,16 @@ class Metrics:
 def build_router(metrics: Metrics) -> APIRouter:
     api = APIRouter(tags=["Operations"])
 
-    @api.get("/metrics", response_class=Response)
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def exposition() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

@@ -41,6 +41,7 @@ from cds_service.hooks.prefetch import (
 )
 from cds_service.hooks.services import SERVICES, Service
 from cds_service.middleware.call_record import call_record
+from cds_service.openapi import error_responses, json_body, request_body
 from cds_service.request_body import parse_json, read_body, read_json
 from cds_service.safe_log import where_raised
 from cds_service.service_state import Authenticator, ServiceState
@@ -74,13 +75,25 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
     settings = state.settings
     api = APIRouter(tags=["CDS Hooks"])
 
-    @api.get("/cds-services")
+    @api.get(
+        "/cds-services",
+        summary="CDS Hooks discovery",
+        responses={200: json_body("Discovery", "the services"), **error_responses(401)},
+    )
     async def discovery(request: Request) -> dict[str, Any]:
         if settings.discovery_requires_auth:
             await auth.authenticate(request)
         return {"services": [s.discovery() for s in SERVICES.values()]}
 
-    @api.post("/cds-services/{service_id}")
+    @api.post(
+        "/cds-services/{service_id}",
+        summary="Call a CDS service",
+        openapi_extra=request_body("HookRequest"),
+        responses={
+            200: json_body("CdsServiceResponse", "the cards"),
+            **error_responses(400, 401, 404, 412, 413),
+        },
+    )
     async def call_service(service_id: str, request: Request) -> JSONResponse:
         # What the fallback fetch buffers for this call is held against its memory budget
         # until the call is answered.
@@ -153,7 +166,18 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         noted.cards = [_kind_and_rules(card) for card in cards]
         return FastJSONResponse({"cards": cards})
 
-    @api.post("/cds-services/{service_id}/feedback")
+    @api.post(
+        "/cds-services/{service_id}/feedback",
+        summary="Feedback on cards (accepted / overridden)",
+        openapi_extra=request_body("FeedbackRequest"),
+        responses={
+            200: {
+                "description": "recorded",
+                "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+            },
+            **error_responses(400, 401, 404, 413),
+        },
+    )
     async def feedback(service_id: str, request: Request) -> dict[str, Any]:
         noted = call_record(request)
         noted.service = service_id if service_id in SERVICES else None

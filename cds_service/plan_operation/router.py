@@ -30,6 +30,7 @@ from cds_service.clinical.extract import InvalidResourceError
 from cds_service.engine import Engine, bundle_resources
 from cds_service.json_limits import MAX_DEPTH, too_deep
 from cds_service.middleware.call_record import call_record
+from cds_service.openapi import fhir_body, request_body
 from cds_service.plan_operation.apply import (
     ApplyRequest,
     DataError,
@@ -56,6 +57,24 @@ DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_RESOURCES = 20_000
 
 log = logging.getLogger(__name__)
+
+#: What $apply answers, for the OpenAPI description; every error is an OperationOutcome.
+APPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: fhir_body("the CarePlan and its RequestGroup / MedicationRequests (a Bundle)"),
+    400: fhir_body("invalid parameters"),
+    401: fhir_body("no valid CDS client JWT"),
+    404: fhir_body("unknown PlanDefinition"),
+    412: fhir_body("the patient's record is unavailable"),
+    413: fhir_body("request too large"),
+    422: fhir_body("the data given is not usable FHIR R4"),
+}
+APPLY_SUBJECT = {
+    "name": "subject",
+    "in": "query",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Patient/{id}",
+}
 
 
 class RecordUnavailableError(RuntimeError):
@@ -215,7 +234,9 @@ def build_router(
     knowledge = Knowledge(engine)
     api = APIRouter(prefix="/fhir", tags=["FHIR Clinical Reasoning"])
 
-    @api.get("/metadata", response_class=Response)
+    @api.get(
+        "/metadata", response_class=Response, responses={200: fhir_body("CapabilityStatement")}
+    )
     async def metadata(request: Request) -> Response:
         return fhir_response(knowledge.capability_statement(_today(request)))
 
@@ -227,11 +248,19 @@ def build_router(
             )
         return fhir_response(resource)
 
-    @api.get("/PlanDefinition/{resource_id}", response_class=Response)
+    @api.get(
+        "/PlanDefinition/{resource_id}",
+        response_class=Response,
+        responses={200: fhir_body("the PlanDefinition"), 404: fhir_body("unknown id")},
+    )
     async def read_plan_definition(resource_id: str) -> Response:
         return read("PlanDefinition", knowledge.plan_definitions, resource_id)
 
-    @api.get("/ActivityDefinition/{resource_id}", response_class=Response)
+    @api.get(
+        "/ActivityDefinition/{resource_id}",
+        response_class=Response,
+        responses={200: fhir_body("the ActivityDefinition"), 404: fhir_body("unknown id")},
+    )
     async def read_activity_definition(resource_id: str) -> Response:
         return read("ActivityDefinition", knowledge.activity_definitions, resource_id)
 
@@ -285,14 +314,24 @@ def build_router(
             call_record(request).reason = "internal error"
             return error_response(OperationError(500, "exception", "internal error"))
 
-    @api.post("/PlanDefinition/{resource_id}/$apply", response_class=Response)
+    @api.post(
+        "/PlanDefinition/{resource_id}/$apply",
+        response_class=Response,
+        openapi_extra=request_body("FhirResource", FHIR_JSON),
+        responses=APPLY_RESPONSES,
+    )
     async def apply_post(request: Request, resource_id: str) -> Response:
         async def read() -> ApplyRequest:
             return parse_parameters(await read_body(request, max_body_bytes))
 
         return await run(request, resource_id, read)
 
-    @api.get("/PlanDefinition/{resource_id}/$apply", response_class=Response)
+    @api.get(
+        "/PlanDefinition/{resource_id}/$apply",
+        response_class=Response,
+        openapi_extra={"parameters": [APPLY_SUBJECT]},
+        responses=APPLY_RESPONSES,
+    )
     async def apply_get(request: Request, resource_id: str) -> Response:
         async def read() -> ApplyRequest:
             return parse_query(request.query_params)
