@@ -638,3 +638,29 @@ def test_M5_unknown_cause_is_investigated_and_maintenance_does_not_lapse_silentl
     # A known cause needs no such investigation.
     assert "M5" not in plan(low_b12().condition(ICD, "D51.0")).rule_ids
     assert "M5" not in plan(low_b12().allergy("Cobalt")).rule_ids  # no schedule, no M5
+
+
+# --- NICE active B12: holotranscobalamin settles a borderline B12 in nice-ng239 -------------
+
+HOLOTC = "72160-5"
+
+
+def test_NICE_active_B12_low_confirms_high_argues_against_in_nice_only() -> None:
+    def status(holotc: float, profile: str = "nice-ng239") -> tuple[str, tuple[str, ...]]:
+        a = plan(Record().b12(250, "pg/mL").lab(HOLOTC, holotc, "pmol/L"), profile).assessment
+        return a.status, a.deficiency_rules
+
+    assert status(24.9) == ("confirmed", ("D3",))
+    assert status(25) == ("indeterminate", ("D4",))
+    assert status(70) == ("indeterminate", ("D4",))
+    assert status(70.1) == ("not-deficient", ("D3",))
+    assert status(18, "standard") == ("indeterminate", ("D4",))  # the profile does not read it
+    # A raised MMA is functional evidence and still decides first.
+    mma = Record().b12(250, "pg/mL").lab(HOLOTC, 95, "pmol/L").lab("13964-2", 0.6, "umol/L")
+    assert plan(mma, "nice-ng239").assessment.status == "confirmed"
+
+
+def test_NICE_active_B12_joins_the_observations_prefetch() -> None:
+    from cds_service.hooks.prefetch_templates import PREFETCH
+
+    assert f"http://loinc.org|{HOLOTC}" in PREFETCH["observations"]

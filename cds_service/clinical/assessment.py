@@ -289,6 +289,9 @@ class Assessor:
                     raised = any(self._raised(r, scope) for r in follow_up)
                     lab_status, rule = (CONFIRMED if raised else NOT_DEFICIENT), "D3"
                     evidence += [shown(r) for r in follow_up]
+                elif (active := self._active_b12(scope)) is not None:
+                    lab_status, rule = active
+                    evidence.append(shown(facts.results["holotc"]))
                 else:
                     lab_status, rule = INDETERMINATE, "D4"
             elif value > limit("b12_very_high_above") and not scope.b12_therapy:
@@ -309,6 +312,24 @@ class Assessor:
             fired.append("D6")
             return UNKNOWN, fired, evidence
         return lab_status, fired, evidence
+
+    def _active_b12(self, scope: Scope) -> tuple[str, str] | None:
+        """Active B12 (holotranscobalamin) settles a borderline total B12 where the profile
+        reads it (NICE NG239): low confirms, high argues against, in between decides nothing."""
+        thresholds = scope.profile.thresholds
+        if "holotc_deficient_below" not in thresholds:
+            return None
+        result = scope.facts.results.get("holotc")
+        if result is None or result.value is None or result.unit is None:
+            return None
+        spec = self.protocol.observations.analytes["holotc"]
+        low = threshold_value(thresholds["holotc_deficient_below"], result.unit, spec)
+        high = threshold_value(thresholds.get("holotc_normal_above"), result.unit, spec)
+        if low is not None and result.value < low:
+            return CONFIRMED, "D3"
+        if high is not None and result.value > high:
+            return NOT_DEFICIENT, "D3"
+        return None
 
     def _raised(self, result: LabResult, scope: Scope) -> bool:
         name = "mma_raised_above" if result.analyte == "mma" else "homocysteine_raised_above"
