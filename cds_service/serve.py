@@ -85,6 +85,16 @@ def config(args: argparse.Namespace) -> uvicorn.Config:
     )
 
 
+def check_start_up() -> None:
+    """Build the configured app once in the supervisor (then drop it), or exit 2 with one line."""
+    from cds_service import startup
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    settings = startup.or_exit(Settings.from_env)
+    startup.or_exit(lambda: create_app(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     limits = slow_clients.Limits.from_args(args)
@@ -92,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    if args.workers > 1 and args.app == APP:
+        # A worker that cannot start is restarted forever by uvicorn's supervisor: a bad
+        # setting, clients file or table is reported once, here, with exit 2.
+        check_start_up()
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Metrics summed over the workers (cds_service.metrics): a fresh, empty directory.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cds-metrics-")

@@ -84,3 +84,15 @@ def test_a_bad_protocol_table_names_the_file(tmp_path: Path) -> None:
 def test_good_settings_start() -> None:
     done = start({"CDS_AUTH": "off"})
     assert done.returncode == 0, done.stderr
+
+
+def test_several_workers_with_a_bad_setting_exit_once_instead_of_restarting() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "cds_service.serve", "--port", "0", "--workers", "2"],
+        env={**clean, "CDS_AUTH": "off", "CDS_MAX_BODY_BYTES": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line(done, "CDS_MAX_BODY_BYTES")
