@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from records import ICD, RXNORM, SNOMED, Record
+from records import ICD, RXNORM, SNOMED, UCUM, Record
 
 from cds_service.clinical.extract import InvalidResourceError, _codings, _words
 from cds_service.clinical.regimen import Plan
@@ -181,6 +181,70 @@ def test_T3_malabsorption_names_the_cause() -> None:
     ):
         a = plan(record).assessment
         assert a.type == "malabsorption" and [c.id for c in a.causes] == [cause]
+
+
+def resection(note: str | None = None, site: str | None = None) -> Record:
+    record = low_b12().procedure("107938000")
+    if note:
+        record.resources[-1]["note"] = [{"text": note}]
+    if site:
+        record.resources[-1]["bodySite"] = [{"text": site}]
+    return record
+
+
+def test_T3_amended_short_bowel_syndrome_and_total_gastrectomy_are_lifelong() -> None:
+    for record in (
+        low_b12().condition(SNOMED, "26629001"),
+        low_b12().condition(ICD, "K90.821"),
+        low_b12().condition(ICD, "K90829"),
+        low_b12().procedure("26452005"),
+    ):
+        p = plan(record)
+        assert p.assessment.type == "malabsorption" and p.assessment.lifelong
+        assert p.recommended and p.recommended.phases[-1].end is None
+    assert [c.id for c in plan(low_b12().condition(SNOMED, "26629001")).assessment.causes] == [
+        "short-bowel-syndrome"
+    ]
+
+
+def test_T3_amended_ileal_resection_is_lifelong_above_20_cm_or_when_unknown() -> None:
+    cases = {
+        None: True,  # no length recorded: treated as lifelong, and said so
+        "Terminal ileum resected, 45 cm": True,
+        "20 cm of ileum resected": False,
+        "15 cm of terminal ileum removed": False,
+        "Resection: 150 mm": False,
+        "Right hemicolectomy; 150 cm small bowel remaining": True,  # remnant, not resected
+        "Ileum resected": True,  # no number
+    }
+    for note, lifelong in cases.items():
+        a = plan(resection(note)).assessment
+        assert a.lifelong is lifelong, note
+        assert a.cause_notes and a.cause_notes[0].startswith("ileal resection")
+    assert "not recorded" in plan(resection()).assessment.cause_notes[0]
+    assert not plan(resection(site="terminal ileum, 12 cm")).assessment.lifelong
+    short = plan(resection("15 cm of ileum resected")).recommended
+    assert short and short.phases[-1].end == date(2027, 4, 11)
+
+
+def test_T3_amended_resected_length_from_an_observation_part_of_the_procedure() -> None:
+    record = resection()
+    record.resources.append(
+        {
+            "resourceType": "Observation",
+            "id": "len-1",
+            "status": "final",
+            "code": {"text": "Length of ileum resected"},
+            "subject": {"reference": "Patient/p1"},
+            "partOf": [{"reference": "Procedure/proc-2"}],
+            "valueQuantity": {"value": 0.6, "unit": "m", "system": UCUM, "code": "m"},
+        }
+    )
+    a = plan(record).assessment
+    assert a.lifelong and "60 cm" in a.cause_notes[0]
+    short = {"value": 18, "unit": "cm", "system": UCUM, "code": "cm"}
+    record.resources[-1]["valueQuantity"] = short
+    assert not plan(record).assessment.lifelong
 
 
 def test_T4_drug_associated_by_medication_text() -> None:

@@ -90,3 +90,23 @@ def test_S11_card_on_patient_view_offers_only_im_schedules() -> None:
     assert "Stop when the first injection is given" in card["detail"]
     assert "MedicationStatement/b12gp-a06-med-2" in card["detail"]
     assert "monitoring" in kinds
+
+
+def test_T3_amended_the_summary_names_the_cause_in_plain_words() -> None:
+    card = by_kind(cards_of("t3-short-bowel-syndrome"))["treatment"]
+    assert card["summary"].startswith("B12 deficiency (short bowel syndrome): start")
+    assert "lifelong" in card["detail"]
+    unknown = by_kind(cards_of("t3-ileal-resection"))["treatment"]
+    assert unknown["summary"].startswith("B12 deficiency (ileal resection): start")
+    assert "resected length not recorded, so treated as lifelong" in unknown["detail"]
+    short = by_kind(cards_of("t3-ileal-resection-15cm"))["treatment"]
+    assert "15 cm (20 cm or less)" in short["detail"]
+    for slug in golden_slugs_with_treatment():
+        summary = by_kind(cards_of(slug))["treatment"]["summary"].lower()
+        assert "malabsorption: malabsorption" not in summary and "on record" not in summary
+
+
+def golden_slugs_with_treatment() -> list[str]:
+    from support import golden_slugs
+
+    return [s for s in golden_slugs() if "treatment" in by_kind(cards_of(s))]

@@ -48,6 +48,10 @@ class Assessment:
     #: Diagnoses recorded as provisional, differential or unconfirmed that would otherwise have
     #: confirmed the deficiency (D1) or set its type: shown, never used (protocol D1 amended).
     unconfirmed_evidence: tuple[Evidence, ...] = ()
+    #: The causes that make treatment lifelong (an ileal resection of 20 cm or less does not).
+    lifelong_causes: frozenset[str] = frozenset()
+    #: What the record says, or does not say, about a lifelong cause (resected length).
+    cause_notes: tuple[str, ...] = ()
     #: What made the deficiency severe (R6: rules.yaml `severity`); None when it is not.
     severity_evidence: tuple[Evidence, ...] | None = None
     #: The latest usable results that are older than the profile's recency window (or undated):
@@ -68,7 +72,7 @@ class Assessment:
 
     @property
     def lifelong(self) -> bool:
-        return any(c.lifelong for c in self.causes)
+        return bool(self.lifelong_causes)
 
     @property
     def unusable(self) -> tuple[LabResult, ...]:
@@ -140,6 +144,7 @@ class Assessor:
         causes: list[Cause] = []
         cause_evidence: list[Evidence] = []
         unconfirmed = self._unconfirmed_deficiency(facts)
+        by_cause: dict[str, list[Evidence]] = {}
         if status == CONFIRMED:
             scope.conditions = "confirmed"
             for rule in self.protocol.rules.type_rules:
@@ -148,12 +153,14 @@ class Assessor:
                     if ok:
                         causes.append(cause)
                         cause_evidence += found
+                        by_cause[cause.id] = found
                 if causes:
                     type_rule = rule
                     break
             unconfirmed += self._unconfirmed_causes(scope, causes)
             scope.conditions = "all"
 
+        lifelong, notes = self._lifelong(facts, causes, by_cause)
         scope.type = type_rule.type if type_rule else None
         scope.causes = frozenset(c.id for c in causes)
         findings = []
@@ -184,6 +191,8 @@ class Assessor:
             findings=tuple(findings),
             b12_therapy=therapy,
             unconfirmed_evidence=tuple(_unique(unconfirmed)),
+            lifelong_causes=frozenset(lifelong),
+            cause_notes=tuple(notes),
             severity_evidence=severity,
             stale=stale,
         )
@@ -215,6 +224,41 @@ class Assessor:
             else {k: v for k, v in results.items() if k not in stale_names}
         )
         return replace(facts, results=recent), stale
+
+    def _lifelong(
+        self, facts: Facts, causes: list[Cause], by_cause: dict[str, list[Evidence]]
+    ) -> tuple[set[str], list[str]]:
+        """Which causes need B12 for life; a length-dependent one says what length it saw."""
+        lifelong: set[str] = set()
+        notes: list[str] = []
+        records = {r.reference: r for r in (*facts.procedures, *facts.conditions)}
+        for cause in causes:
+            limit = cause.lifelong_above_resected_cm
+            if limit is None:
+                if cause.lifelong:
+                    lifelong.add(cause.id)
+                continue
+            cited = [
+                records[e.reference] for e in by_cause.get(cause.id, ()) if e.reference in records
+            ]
+            known = [r.resected_cm for r in cited if r.resected_cm is not None]
+            if not known:
+                lifelong.add(cause.id)
+                notes.append(
+                    f"{cause.label}: resected length not recorded, so treated as lifelong "
+                    f"(more than {limit:g} cm resected needs B12 for life)"
+                )
+            elif max(known) > limit:
+                lifelong.add(cause.id)
+                notes.append(
+                    f"{cause.label} of {max(known):g} cm (more than {limit:g} cm): B12 for life"
+                )
+            else:
+                notes.append(
+                    f"{cause.label} of {max(known):g} cm ({limit:g} cm or less): not lifelong on "
+                    "its own; maintenance is reviewed"
+                )
+        return lifelong, notes
 
     def _unconfirmed_deficiency(self, facts: Facts) -> list[Evidence]:
         return [

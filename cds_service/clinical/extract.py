@@ -17,6 +17,7 @@ from typing import Any
 from cds_service.clinical.codes import code_index
 from cds_service.clinical.draft_fields import unreadable_field
 from cds_service.clinical.facts import CodedRecord, Facts, LabResult
+from cds_service.clinical.lengths import length_in_text, length_quantity, longest
 from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.units import read_qualitative, read_quantity
 from cds_service.fhir.validation import resource_validator
@@ -265,6 +266,8 @@ class FactExtractor:
         drafts: list[CodedRecord] = []
         draft_tests: list[CodedRecord] = []
         history: dict[str, list[tuple[datetime | None, Resource]]] = {}
+        #: Procedure reference -> resected length (cm) from Observations that are part of it.
+        lengths: dict[str, float] = {}
 
         def keep_latest(analyte: str, res: Resource) -> None:
             history.setdefault(analyte, []).append((_effective(res), res))
@@ -284,6 +287,7 @@ class FactExtractor:
             elif kind == "Observation":
                 if _str(res.get("status")) not in OBSERVATION_STATUSES:
                     continue
+                self._length_of_procedure(res, lengths)
                 analyte = self._analyte_of(res)
                 if analyte:
                     keep_latest(analyte, res)
@@ -292,9 +296,8 @@ class FactExtractor:
                     _codings(res.get("code"))
                 ):
                     _validate(res)
-                    procedures.append(
-                        self._coded(res, res.get("code"), res.get("performedDateTime"))
-                    )
+                    record = self._coded(res, res.get("code"), res.get("performedDateTime"))
+                    procedures.append(replace(record, resected_cm=self._length_in(res)))
             elif kind in ("MedicationRequest", "MedicationStatement"):
                 status = _str(res.get("status"))
                 if kind == "MedicationRequest" and status == "draft":
@@ -337,6 +340,11 @@ class FactExtractor:
                 if record:
                     draft_tests.append(record)
 
+        if lengths:
+            procedures = [
+                replace(p, resected_cm=longest(p.resected_cm, lengths.get(p.reference)))
+                for p in procedures
+            ]
         # The latest *usable* result per analyte decides (protocol D9); newer unusable ones are
         # set aside and named. Only the deciding result is validated when a rule reads it: a
         # two-year history would otherwise cost more to validate than the assessment.
@@ -387,11 +395,41 @@ class FactExtractor:
             return None
         _validate(res)
         when = res.get("onsetDateTime") or res.get("recordedDate")
-        record = self._coded(res, res.get("code"), when)
+        record = replace(self._coded(res, res.get("code"), when), resected_cm=self._length_in(res))
         verification = _status_code(res.get("verificationStatus"))
         if verification in self.protocol.rules.unconfirmed_verification_statuses:
             record = replace(record, unconfirmed=True)
         return record
+
+    def _length_in(self, res: Resource) -> float | None:
+        """A resected length from bodySite words (the site removed) or a note that says so."""
+        spec = self.protocol.rules.resected_length
+        if spec is None:
+            return None
+        sites = [
+            length_in_text(_words(site), spec, needs_resected_word=False)
+            for site in _list(res.get("bodySite"))
+        ]
+        notes = [
+            length_in_text(str(n.get("text")), spec, needs_resected_word=True)
+            for n in _list(res.get("note"))
+            if isinstance(n, OBJECT) and isinstance(n.get("text"), str)
+        ]
+        return longest(*sites, *notes)
+
+    def _length_of_procedure(self, res: Resource, lengths: dict[str, float]) -> None:
+        spec = self.protocol.rules.resected_length
+        if spec is None:
+            return
+        cm = length_quantity(res.get("valueQuantity"), spec)
+        if cm is None:
+            return
+        for part in _list(res.get("partOf")):
+            ref = part.get("reference") if isinstance(part, OBJECT) else None
+            if isinstance(ref, str) and "Procedure/" in ref:
+                _validate(res)
+                key = "Procedure/" + ref.rsplit("Procedure/", 1)[1]
+                lengths[key] = longest(lengths.get(key), cm) or cm
 
     def _allergy(self, res: Resource) -> CodedRecord | None:
         if _status_code(res.get("clinicalStatus")) not in ALLERGY_ACTIVE:

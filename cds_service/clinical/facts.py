@@ -29,6 +29,8 @@ class CodedRecord:
     #: A Condition recorded as provisional, differential or unconfirmed (protocol D1 amended):
     #: it never confirms the deficiency or its type by itself.
     unconfirmed: bool = False
+    #: The longest resected bowel length recorded for this Procedure / Condition, in cm.
+    resected_cm: float | None = None
 
 
 @dataclass(frozen=True)

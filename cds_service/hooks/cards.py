@@ -256,7 +256,7 @@ class CardBuilder:
         ]
         if current:
             lines += ["", "**Stop when the first injection is given:**", *current]
-        lines += self.severity_lines(plan)
+        lines += self.cause_note_lines(plan) + self.severity_lines(plan)
         return lines
 
     def switch_suggestions(
@@ -474,14 +474,14 @@ class CardBuilder:
         assert rec is not None
         type_label = a.type_rule.label if a.type_rule else "cause not identified"
         causes = ", ".join(c.label for c in a.causes if c.id != "unspecified")
+        # The cause in plain words ("short bowel syndrome"), the type only when no cause is named.
         summary = _summary(
-            f"B12 deficiency ({type_label}{': ' + causes if causes else ''}): "
-            f"start {rec.regimen.title}",
-            f"B12 deficiency ({type_label}): start {rec.regimen.title}",
+            f"B12 deficiency ({causes or type_label.lower()}): start {rec.regimen.title}",
+            f"B12 deficiency: start {rec.regimen.title}",
         )
         detail = [
             f"**Vitamin B12 deficiency confirmed.** Type: {type_label}"
-            + (f" ({causes})" if causes else "")
+            + (f"; cause: {causes}" if causes else "")
             + f". Severity: {a.severity}.",
             "",
             "Left untreated for more than 3 months, B12 deficiency can leave permanent "
@@ -489,6 +489,7 @@ class CardBuilder:
             "",
             "**Evidence**",
             *_evidence_lines((*a.deficiency_evidence, *a.cause_evidence)),
+            *self.cause_note_lines(plan),
             *self.severity_lines(plan),
             "",
             f"**Recommended schedule** ({rec.rule_id}): {rec.regimen.title}",
@@ -734,6 +735,11 @@ class CardBuilder:
             override=True,
             selection="any",
         )
+
+    def cause_note_lines(self, plan: Plan) -> list[str]:
+        """What the record says about how long treatment lasts (resected length, T3)."""
+        notes = plan.assessment.cause_notes
+        return ["", "**Duration**", *[f"- {n}" for n in notes]] if notes else []
 
     def severity_lines(self, plan: Plan) -> list[str]:
         """Why the deficiency counts as severe: the reason the IM series is recommended (R6)."""

@@ -91,6 +91,8 @@ class Cause(Strict):
     label: str
     when: dict[str, Any]
     lifelong: bool = False
+    #: Lifelong only when more than this length was resected, or when no length is recorded.
+    lifelong_above_resected_cm: float | None = None
     reason_value_set: str | None = None
 
 
@@ -141,6 +143,14 @@ class SeverityRule(Strict):
     citations: tuple[str, ...]
 
 
+class ResectedLength(Strict):
+    """How a resected bowel length is read from text and quantities (T3 amended)."""
+
+    units: dict[str, float]
+    resected_words: tuple[str, ...]
+    ambiguous_words: tuple[str, ...]
+
+
 class RulesTable(Strict):
     version: str
     deficiency_rules: dict[str, DeficiencyRule]
@@ -151,6 +161,7 @@ class RulesTable(Strict):
     maintenance_note: str
     unconfirmed_verification_statuses: tuple[str, ...] = ()
     severity: SeverityRule | None = None
+    resected_length: ResectedLength | None = None
     unconfirmed_diagnosis: CardText | None = None
 
 
