@@ -155,7 +155,9 @@ def mutate(resource: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any]
         parent, key = _at(out, path[:-1]), path[-1]
         op = rng.randrange(8)
         if op == 0:
-            parent[key] = rng.choice(VALUES)
+            # Copies (here and below): a shared VALUES object changed by a later mutation could
+            # come to hold itself.
+            parent[key] = copy.deepcopy(rng.choice(VALUES))
         elif op == 1:
             parent[key] = _tweak(parent[key], rng)
         elif op == 2:
@@ -166,8 +168,8 @@ def mutate(resource: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any]
             stem = next((key[: -len(s)] for s in CHOICE_SUFFIXES if key.endswith(s)), key)
             parent[stem + rng.choice(CHOICE_SUFFIXES)] = copy.deepcopy(parent[key])
         elif op == 5 and isinstance(parent, dict):
-            parent[rng.choice(("unknown", "fhir_comments", "value", "extension"))] = rng.choice(
-                VALUES
+            parent[rng.choice(("unknown", "fhir_comments", "value", "extension"))] = copy.deepcopy(
+                rng.choice(VALUES)
             )
         elif op == 6:
             parent[key] = [parent[key]]
