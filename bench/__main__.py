@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,7 +192,12 @@ def benchmark(s: Settings) -> dict[str, Any]:
 
     on = {"stack": s.stack, "workers": s.workers}
     service = Server(
-        "service", s.service_app, {"CDS_AUTH": "off"}, log_path=RESULTS / "service.log", **on
+        "service",
+        s.service_app,
+        # A fresh database per run: the audit trail is written as in production.
+        {"CDS_AUTH": "off", "CDS_DATA_DIR": tempfile.mkdtemp(prefix="b12-cds-bench-")},
+        log_path=RESULTS / "service.log",
+        **on,
     )
     baseline = Server("baseline", s.baseline_app, log_path=RESULTS / "baseline.log", **on)
     floor = (

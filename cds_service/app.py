@@ -36,6 +36,11 @@ with startup.exit_on_operator_error():
     from cds_service.middleware.request_id import RequestIdMiddleware
     from cds_service.middleware.security_headers import SecurityHeadersMiddleware
     from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
+    from cds_service.operator_api import (
+        GUIDANCE_RESPONSE_CAPABILITY,
+        OperatorCredential,
+        build_operator_router,
+    )
     from cds_service.pages.router import PagesConfig, build_pages_router
     from cds_service.plan_operation import router as plan_operation
     from cds_service.record_source import FhirRecordSource
@@ -48,6 +53,7 @@ with startup.exit_on_operator_error():
         build_verifier,
     )
     from cds_service.settings import Settings
+    from cds_service.store import Store
 
 __all__ = ["AUTH_OFF_WARNING", "create_app"]
 
@@ -75,8 +81,12 @@ def create_app(
         # The HTTP client belongs to the event loop that used it: close it with the app.
         if built is not None:
             await built.aclose()
+        # Graceful shutdown: every queued audit record is written before the process ends.
+        await state.store.close()
 
-    state = ServiceState(settings, build_verifier(settings))
+    store = Store(settings)
+    store.open()  # migrations (or the schema check) before anything is answered
+    state = ServiceState(settings, store, build_verifier(settings, store))
     auth = Authenticator(settings, state.verifier)
 
     app = FastAPI(
@@ -95,6 +105,7 @@ def create_app(
         shared_fetcher, settings.fhir_base_url, settings.fhir_access_token
     )
     app.state.clock = clock
+    app.state.public_base_url = settings.public_base_url
 
     install_error_handlers(app)
     openapi.install(app)
@@ -111,6 +122,14 @@ def create_app(
             authenticate=auth.verified,
             max_body_bytes=settings.max_body_bytes,
             max_resources=settings.max_resources,
+            record=state.audit_plan,
+            extra_resources=[GUIDANCE_RESPONSE_CAPABILITY],
+        )
+    )
+    # The audit trail and the analytics: operator credential only.
+    app.include_router(
+        build_operator_router(
+            store, OperatorCredential(settings.operator_token), settings.public_base_url
         )
     )
     app.include_router(

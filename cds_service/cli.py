@@ -1,5 +1,6 @@
 """`b12-cds plan FILE`: the clinical answer for a FHIR Bundle or a CDS Hooks request, without a
-server (`-` reads standard input).
+server (`-` reads standard input). `b12-cds db upgrade` / `b12-cds db purge`: the state database
+named by the CDS_* settings.
 
 Bad input ends with one line on stderr and exit 2, never a traceback: the CLI is used in
 scripts and by clinicians checking a record. A closed pipe (`b12-cds plan x.json | head`) ends
@@ -102,7 +103,46 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--profile", default=None, help="protocol profile (default: standard)")
     plan.add_argument("--start", type=date.fromisoformat, default=None, help="YYYY-MM-DD")
     plan.add_argument("--json", action="store_true", help="print the MedicationRequests as JSON")
+    db = sub.add_parser("db", help="the state database (CDS_DATA_DIR or CDS_DATABASE_URL)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply the migrations")
+    db_sub.add_parser(
+        "purge",
+        help="delete audit records and feedback older than CDS_AUDIT_RETENTION_DAYS, "
+        "and dead replay-protection rows",
+    )
     return parser
+
+
+def _db(command: str) -> int:
+    """Run a database command; one line on stderr and status 2 when it cannot."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from cds_service.settings import Settings, SettingsError
+    from cds_service.store import Store
+
+    try:
+        # The database settings only: the service's other settings are not needed here.
+        settings = Settings.from_env({**os.environ, "CDS_AUTH": "off"})
+        store = Store(settings)
+        store.open()
+        if command == "upgrade":
+            print(f"b12-cds: database at the current schema ({store.target.shown()})")
+            return 0
+
+        async def purge() -> dict[str, int]:
+            try:
+                return await store.purge(datetime.now(UTC))
+            finally:
+                await store.database.dispose()
+
+        counts = asyncio.run(purge())
+    except SettingsError as exc:
+        print(f"b12-cds: {exc}", file=sys.stderr)
+        return 2
+    print("b12-cds: purged " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -139,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        return _plan(args)
+        return _db(args.db_command) if args.command == "db" else _plan(args)
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more to say, and nothing to say it to.
         devnull = os.open(os.devnull, os.O_WRONLY)

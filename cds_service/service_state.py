@@ -1,31 +1,37 @@
-"""What the routes of one app share, built once at start-up: settings, engine, cards, clients."""
+"""What the routes of one app share, built once at start-up: settings, engine, cards, clients,
+the state database; and the audit record of each answer."""
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Request
 
 from cds_service.api_errors import ApiError
 from cds_service.auth import (
     AuthenticationError,
-    InMemoryReplayCache,
     JwksCache,
     JwtVerifier,
     load_clients,
 )
 from cds_service.auth.errors import ClientsFileError
+from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.fetch.budget import MemoryBudget
 from cds_service.fetch.client import QueryObserver
+from cds_service.fhir.guidance_response import Answer, care_plan_parameters, guidance_response
 from cds_service.hooks.cards import CardBuilder
-from cds_service.hooks.feedback import FeedbackStore
 from cds_service.hooks.limits import Caps
 from cds_service.middleware.call_record import call_record
+from cds_service.plan_operation.apply import ApplyRequest
 from cds_service.settings import Settings, SettingsError
+from cds_service.store import AuditRecord, Store
 
 logger = logging.getLogger("cds_service.app")
 
@@ -40,8 +46,9 @@ AUTH_OFF_REPEAT_S = 60.0
 class ServiceState:
     """Everything the routes share, built once per app."""
 
-    def __init__(self, settings: Settings, verifier: JwtVerifier | None) -> None:
+    def __init__(self, settings: Settings, store: Store, verifier: JwtVerifier | None) -> None:
         self.settings = settings
+        self.store = store
         self.verifier = verifier
         self.engine = Engine.build()
         try:
@@ -54,10 +61,48 @@ class ServiceState:
             entries_per_key=settings.max_entries_per_key,
             resources=settings.max_resources,
         )
-        self.feedback = FeedbackStore()
+
+    def url(self, request: Request, path: str) -> str:
+        return (self.settings.public_base_url or str(request.base_url).rstrip("/")) + path
+
+    async def audit(
+        self,
+        answer: Answer,
+        plan: Plan,
+        outputs: list[dict[str, Any]],
+        cards: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Queue the answer's GuidanceResponse (written behind; see cds_service.store)."""
+        resource = guidance_response(answer, plan, self.engine.protocol, outputs, "success")
+        await self.store.audit.record(
+            AuditRecord(resource, answer.service, answer.occurred, tuple(cards or ()))
+        )
+
+    async def audit_plan(
+        self,
+        request: Request,
+        parsed: ApplyRequest,
+        plan_definition: dict[str, Any],
+        plan: Plan,
+        care_plan: dict[str, Any],
+    ) -> None:
+        """The audit record of a $apply: its request id (the caller's X-Request-ID if usable)
+        stands for the hookInstance it does not have."""
+        path = f"/fhir/PlanDefinition/{plan_definition['id']}/$apply"
+        answer = Answer(
+            response_id=str(uuid.uuid4()),
+            request_identifier=getattr(request.state, "request_id", None) or str(uuid.uuid4()),
+            module_uri=self.url(request, path),
+            occurred=datetime.now(UTC),
+            patient_id=parsed.patient_id,
+            encounter=parsed.encounter,
+            user=parsed.practitioner,
+            service=f"PlanDefinition/{plan_definition['id']}",
+        )
+        await self.audit(answer, plan, care_plan_parameters(plan_definition, care_plan))
 
 
-def build_verifier(settings: Settings) -> JwtVerifier | None:
+def build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:
     if not settings.auth:
         return None
     assert settings.clients_file is not None  # Settings.check
@@ -68,7 +113,7 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
     return JwtVerifier(
         clients,
         JwksCache(timeout_s=settings.jwks_timeout_s),
-        InMemoryReplayCache(),
+        store.replay,
     )
 
 

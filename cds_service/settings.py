@@ -14,6 +14,8 @@ from cds_service.urls import is_loopback_host, parse_url
 
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 LOG_FORMATS = ("json", "text")
+#: The operator token guards the audit trail: long enough that guessing it is hopeless.
+MIN_OPERATOR_TOKEN = 32
 
 
 class SettingsError(ValueError):
@@ -110,6 +112,16 @@ class Settings:
     metrics: bool = True
     #: CDS_DOCS: serve the OpenAPI description (/openapi.json) and its viewer (/docs).
     docs: bool = True
+    #: CDS_DATA_DIR: directory of the embedded SQLite database (when CDS_DATABASE_URL is unset).
+    data_dir: str = "var"
+    #: CDS_DATABASE_URL: PostgreSQL (postgresql://user:pass@host/db) shared by replicas.
+    database_url: str | None = field(default=None, repr=False)
+    #: CDS_DB_MIGRATE: apply the database migrations at start-up (off: `b12-cds db upgrade`).
+    migrate_on_start: bool = True
+    #: CDS_AUDIT_RETENTION_DAYS: audit records and feedback older than this are purged.
+    audit_retention_days: int = 3650
+    #: CDS_OPERATOR_TOKEN: bearer token of the operator API (audit trail, analytics).
+    operator_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +159,11 @@ class Settings:
             log_format=_choice(env, "CDS_LOG_FORMAT", LOG_FORMATS),
             metrics=_flag(env, "CDS_METRICS", True),
             docs=_flag(env, "CDS_DOCS", True),
+            data_dir=env.get("CDS_DATA_DIR", "").strip() or "var",
+            database_url=env.get("CDS_DATABASE_URL", "").strip() or None,
+            migrate_on_start=_flag(env, "CDS_DB_MIGRATE", True),
+            audit_retention_days=int(_number(env, "CDS_AUDIT_RETENTION_DAYS", 3650, minimum=1)),
+            operator_token=env.get("CDS_OPERATOR_TOKEN", "").strip() or None,
         )
         settings.check()
         return settings
@@ -160,6 +177,10 @@ class Settings:
                 raise SettingsError("CDS_PUBLIC_BASE_URL must be an http(s) URL")
             if not self.clients_file:
                 raise SettingsError("CDS_CLIENTS_FILE is required when CDS_AUTH is on")
+        if self.operator_token is not None and len(self.operator_token) < MIN_OPERATOR_TOKEN:
+            raise SettingsError(
+                f"CDS_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters"
+            )
         if self.max_body_bytes < 1024:
             raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")
         if self.fhir_max_bytes_per_call > self.fhir_max_bytes_total:

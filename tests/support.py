@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from jsonschema import Draft6Validator
+
+from cds_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PATIENTS = ROOT / "fhir_examples" / "patients"
@@ -54,3 +57,9 @@ def assert_valid_fhir(resource: dict[str, Any]) -> None:
     errors = schema_errors(resource)
     assert not errors, errors
     get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def isolated_settings(**values: Any) -> Settings:
+    """Settings for an app under test: its own database in a fresh temporary directory."""
+    values.setdefault("data_dir", tempfile.mkdtemp(prefix="b12-cds-data-"))
+    return Settings(**values)

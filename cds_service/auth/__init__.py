@@ -3,7 +3,7 @@
 Typical wiring in the app layer::
 
     verifier = JwtVerifier(load_clients(os.environ["CDS_CLIENTS_FILE"]), JwksCache(),
-                           InMemoryReplayCache())
+                           DatabaseReplayCache(database))
     client = await verifier.verify(request.headers.get("authorization"),
                                    audience=public_base_url + request.url.path)
 
@@ -14,7 +14,7 @@ This package does not import FastAPI so it can be tested and reused on its own.
 from .clients import ClientRegistry, TrustedClient, load_clients, parse_clients, url_is_under
 from .errors import AuthenticationError, ClientsFileError
 from .jwks import ALLOWED_ALGORITHMS, JwksCache, VerificationKey
-from .replay import InMemoryReplayCache, ReplayCache, ReplayCacheFullError
+from .replay import ReplayCache
 from .verifier import JwtVerifier
 
 __all__ = [
@@ -22,11 +22,9 @@ __all__ = [
     "AuthenticationError",
     "ClientRegistry",
     "ClientsFileError",
-    "InMemoryReplayCache",
     "JwksCache",
     "JwtVerifier",
     "ReplayCache",
-    "ReplayCacheFullError",
     "TrustedClient",
     "VerificationKey",
     "load_clients",

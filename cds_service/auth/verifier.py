@@ -12,8 +12,6 @@ logs travel further than one would like.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import re
@@ -132,7 +130,7 @@ class JwtVerifier:
             )
         claims = _verified_claims(token, key, client)
         expires_at = self._check_claims(claims, client, audience)
-        self._check_replay(client, claims["jti"], expires_at)
+        await self._check_replay(client, claims["jti"], expires_at)
         return client
 
     def _select_client(self, token: str) -> TrustedClient:
@@ -192,11 +190,9 @@ class JwtVerifier:
             raise AuthenticationError(f"token jti missing or invalid ({who})")
         return exp + self._leeway_s
 
-    def _check_replay(self, client: TrustedClient, jti: str, expires_at: float) -> None:
-        # Hashing bounds the key size and keeps raw token values out of a shared store.
-        key = hashlib.sha256(json.dumps([client.iss, jti]).encode()).hexdigest()
+    async def _check_replay(self, client: TrustedClient, jti: str, expires_at: float) -> None:
         try:
-            first_use = self._replay.check_and_store(key, expires_at)
+            first_use = await self._replay.check_and_store(client.iss, jti, expires_at)
         except Exception:
             logger.exception("replay cache failed; rejecting request")
             raise AuthenticationError(

@@ -12,17 +12,21 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.api_errors import ApiError, FastJSONResponse
 from cds_service.clinical.extract import InvalidResourceError
+from cds_service.clinical.regimen import Plan
 from cds_service.fetch.budget import call_scope
+from cds_service.fhir.guidance_response import Answer, card_parameters
 from cds_service.hooks.cards import HookContext
+from cds_service.hooks.feedback import log_feedback
 from cds_service.hooks.limits import TooLargeError, check_caps
 from cds_service.hooks.models import (
     FeedbackRequest,
@@ -145,7 +149,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         try:
             # A few milliseconds of pure CPU for a usual request: a worker thread would only add
             # hand-off and GIL contention, so only large requests are offloaded.
-            cards = await offload(lambda: answer(state, service, hook_request, record, today))
+            plan, cards = await offload(lambda: answer(state, service, hook_request, record, today))
         except InvalidResourceError as exc:
             key = record.fetched_references.get(exc.reference)
             if key is not None:
@@ -162,7 +166,18 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             # gap in those checks, logged so it gets closed; the caller gets a 400.
             logger.error("unreadable resource reached the engine: %s", where_raised(exc))
             raise ApiError(400, "a resource in the request could not be read") from None
-        state.feedback.issue(service.id, cards)
+        ctx = hook_request.context
+        audited = Answer(
+            response_id=str(uuid.uuid4()),
+            request_identifier=hook_request.hookInstance,
+            module_uri=state.url(request, f"/cds-services/{service.id}"),
+            occurred=datetime.now(UTC),
+            patient_id=record.patient_id,
+            encounter=ctx.get("encounterId"),
+            user=ctx.get("userId"),
+            service=service.id,
+        )
+        await state.audit(audited, plan, card_parameters(cards), cards)
         noted.cards = [_kind_and_rules(card) for card in cards]
         return FastJSONResponse({"cards": cards})
 
@@ -190,7 +205,13 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             parsed = FeedbackRequest.model_validate(body)
         except ValidationError as exc:
             raise ApiError(400, describe(exc)) from None
-        state.feedback.record(service.id, parsed)
+        try:
+            # Committed before the 200: acknowledged feedback is never lost.
+            records = await state.store.feedback.record(service.id, parsed)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.error("feedback not stored: %s", where_raised(exc))
+            raise ApiError(503, "the feedback could not be stored; send it again") from None
+        log_feedback(records)
         noted.feedback = [item.outcome for item in parsed.feedback]
         return {}
 
@@ -208,8 +229,8 @@ def answer(
     request: HookRequest,
     record: ResolvedRecord,
     today: date,
-) -> list[dict[str, Any]]:
-    """The cards for one call."""
+) -> tuple[Plan, list[dict[str, Any]]]:
+    """The plan (for the audit trail) and the cards for one call."""
     ctx = request.context
     plan = state.engine.plan(
         record.resources,
@@ -234,4 +255,4 @@ def answer(
         not_checked=tuple(sorted(record.missing)),
         authored_on=today,
     )
-    return state.cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))
+    return plan, state.cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))

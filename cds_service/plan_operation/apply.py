@@ -388,12 +388,14 @@ def apply(
     request: ApplyRequest,
     resources: list[Mapping[str, Any]],
     start: date,
-) -> JSON:
-    """Run the engine on the record and answer with the CarePlan (InvalidResourceError passes)."""
+) -> tuple[Plan, JSON]:
+    """Run the engine on the record: the plan (for the audit trail) and the CarePlan answered.
+
+    InvalidResourceError passes."""
     plan = engine.plan(
         resources,
         start=request.period_start or start,
         profile=profile,
         patient_id=request.patient_id,
     )
-    return care_plan(engine, plan_definition, plan, request)
+    return plan, care_plan(engine, plan_definition, plan, request)

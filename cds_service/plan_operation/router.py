@@ -27,7 +27,9 @@ from starlette.requests import ClientDisconnect
 
 from cds_service import __version__ as service_version
 from cds_service.clinical.extract import InvalidResourceError
+from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine, bundle_resources
+from cds_service.fhir.bundle import searchset
 from cds_service.json_limits import MAX_DEPTH, too_deep
 from cds_service.middleware.call_record import call_record
 from cds_service.openapi import fhir_body, request_body
@@ -51,6 +53,11 @@ FHIR_JSON = "application/fhir+json"
 APPLY_OPERATION = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
 JSON = dict[str, Any]
 RecordSource = Callable[[str], Awaitable[Any]]
+#: Called with every plan answered, before the answer leaves (the audit trail).
+PlanRecorder = Callable[[Request, ApplyRequest, JSON, Plan, JSON], Awaitable[None]]
+#: Interactions beyond the artifacts, served by other routers on the same /fhir base.
+ExtraResources = list[JSON]
+
 #: Whether a request comes from a trusted client; failures are not explained to the caller.
 Authenticate = Callable[[Request], Awaitable[bool]]
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -154,7 +161,8 @@ class Knowledge:
     def activity_definitions(self) -> dict[str, JSON]:
         return activity_definitions(self.engine.protocol)
 
-    def capability_statement(self, today: date) -> JSON:
+    def capability_statement(self, today: date, extra: ExtraResources | None = None) -> JSON:
+        """What the /fhir base serves; `extra` lists the resources other routers add there."""
         protocol = self.engine.protocol
         return {
             "resourceType": "CapabilityStatement",
@@ -178,14 +186,60 @@ class Knowledge:
                     "resource": [
                         {
                             "type": "PlanDefinition",
-                            "interaction": [{"code": "read"}],
+                            "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "searchParam": ARTIFACT_SEARCH_PARAMS,
                             "operation": [{"name": "apply", "definition": APPLY_OPERATION}],
                         },
-                        {"type": "ActivityDefinition", "interaction": [{"code": "read"}]},
+                        {
+                            "type": "ActivityDefinition",
+                            "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "searchParam": ARTIFACT_SEARCH_PARAMS,
+                        },
+                        *(extra or []),
                     ],
                 }
             ],
         }
+
+
+ARTIFACT_SEARCH_PARAMS: list[JSON] = [
+    {"name": "_id", "type": "token"},
+    {"name": "url", "type": "uri"},
+    {"name": "name", "type": "string"},
+    {"name": "status", "type": "token"},
+]
+
+
+def search_artifacts(request: Request, kind: str, table: Mapping[str, JSON], base: str) -> Response:
+    """A searchset of the artifacts matching `_id`, `url`, `name` (prefix) and `status`."""
+    query = request.query_params
+    unknown = sorted(set(query.keys()) - {p["name"] for p in ARTIFACT_SEARCH_PARAMS})
+    if unknown:
+        return error_response(
+            OperationError(
+                400, "not-supported", f"unsupported search parameter(s): {', '.join(unknown)}"
+            )
+        )
+    found = []
+    for resource in table.values():
+        if "_id" in query and resource["id"] not in query["_id"].split(","):
+            continue
+        if "url" in query and resource.get("url") != query["url"]:
+            continue
+        if "name" in query and not str(resource.get("name", "")).lower().startswith(
+            query["name"].lower()
+        ):
+            continue
+        if "status" in query and resource.get("status") != query["status"]:
+            continue
+        found.append(resource)
+    self_url = f"{base}/{kind}" + (f"?{request.url.query}" if request.url.query else "")
+    return fhir_response(searchset(base, found, self_url=self_url))
+
+
+def _base(request: Request) -> str:
+    configured = getattr(request.app.state, "public_base_url", "")
+    return (configured or str(request.base_url).rstrip("/")) + "/fhir"
 
 
 def _today(request: Request) -> date:
@@ -226,6 +280,8 @@ def build_router(
     authenticate: Authenticate | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_resources: int = DEFAULT_MAX_RESOURCES,
+    record: PlanRecorder | None = None,
+    extra_resources: ExtraResources | None = None,
 ) -> APIRouter:
     """A router serving the artifacts of `engine`'s protocol (default: the packaged one).
 
@@ -238,7 +294,7 @@ def build_router(
         "/metadata", response_class=Response, responses={200: fhir_body("CapabilityStatement")}
     )
     async def metadata(request: Request) -> Response:
-        return fhir_response(knowledge.capability_statement(_today(request)))
+        return fhir_response(knowledge.capability_statement(_today(request), extra_resources or []))
 
     def read(kind: str, table: Mapping[str, JSON], resource_id: str) -> Response:
         resource = table.get(resource_id)
@@ -247,6 +303,26 @@ def build_router(
                 OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
             )
         return fhir_response(resource)
+
+    @api.get(
+        "/PlanDefinition",
+        response_class=Response,
+        responses={200: fhir_body("a searchset Bundle"), 400: fhir_body("unsupported parameter")},
+    )
+    async def search_plan_definitions(request: Request) -> Response:
+        return search_artifacts(
+            request, "PlanDefinition", knowledge.plan_definitions, _base(request)
+        )
+
+    @api.get(
+        "/ActivityDefinition",
+        response_class=Response,
+        responses={200: fhir_body("a searchset Bundle"), 400: fhir_body("unsupported parameter")},
+    )
+    async def search_activity_definitions(request: Request) -> Response:
+        return search_artifacts(
+            request, "ActivityDefinition", knowledge.activity_definitions, _base(request)
+        )
 
     @api.get(
         "/PlanDefinition/{resource_id}",
@@ -286,7 +362,7 @@ def build_router(
                     resources = data_resources(parsed.data, parsed.patient_id)
                 else:
                     resources = await _record(request, parsed.patient_id)
-                answer = apply(
+                plan, answer = apply(
                     knowledge.engine,
                     plan_definition,
                     profile,
@@ -305,6 +381,8 @@ def build_router(
                 raise OperationError(422, "processing", str(exc)) from None
             except DataError as exc:
                 raise OperationError(422, "processing", str(exc)) from None
+            if record is not None:
+                await record(request, parsed, plan_definition, plan, answer)
             return fhir_response(answer)
         except OperationError as exc:
             call_record(request).reason = exc.diagnostics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ if str(REPO_ROOT) not in sys.path:  # lets `pytest` run before the package is pi
 
 from cds_service.auth import (  # noqa: E402
     ClientRegistry,
-    InMemoryReplayCache,
     JwksCache,
     JwtVerifier,
     load_clients,
 )
+from cds_service.settings import Settings  # noqa: E402
+from cds_service.store import DatabaseReplayCache  # noqa: E402
+from cds_service.store.database import Database, database_url  # noqa: E402
+from cds_service.store.migrate import upgrade  # noqa: E402
 
 from .keys import JwksServer, SigningKey, jwks_of, new_ec_key, new_rsa_key  # noqa: E402
 
@@ -28,6 +32,19 @@ ISS = "https://ehr.example.org"
 INLINE_ISS = "urn:example:inline-ehr"
 AUD = "https://cds.example.org/cds-services/b12-patient-view"
 FHIR_BASE = "https://ehr.example.org/fhir/R4"
+
+
+_REPLAY_DATABASE: list[Database] = []
+
+
+def new_replay_cache() -> DatabaseReplayCache:
+    """The service's replay cache on one SQLite database migrated once per run (jtis are
+    random, so tests do not see each other's tokens)."""
+    if not _REPLAY_DATABASE:
+        target = database_url(Settings(auth=False, data_dir=tempfile.mkdtemp(prefix="b12-replay-")))
+        upgrade(target)
+        _REPLAY_DATABASE.append(Database(target))
+    return DatabaseReplayCache(_REPLAY_DATABASE[0])
 
 
 class FakeClock:
@@ -104,7 +121,7 @@ def make_verifier(clients: ClientRegistry, clock: FakeClock) -> Callable[..., Jw
 
     def build(*, refetch_interval_s: float = 60.0, **kwargs: Any) -> JwtVerifier:
         jwks = JwksCache(refetch_interval_s=refetch_interval_s, clock=clock)
-        return JwtVerifier(clients, jwks, InMemoryReplayCache(), **kwargs)
+        return JwtVerifier(clients, jwks, new_replay_cache(), **kwargs)
 
     return build
 

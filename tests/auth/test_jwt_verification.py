@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,8 @@ from cds_service.auth import (
     AuthenticationError,
     ClientRegistry,
     ClientsFileError,
-    InMemoryReplayCache,
     JwksCache,
     JwtVerifier,
-    ReplayCacheFullError,
     TrustedClient,
     VerificationKey,
     load_clients,
@@ -34,7 +31,7 @@ from cds_service.auth import (
 )
 from cds_service.fetch import Allowlist
 
-from .conftest import AUD, FHIR_BASE, INLINE_ISS, ISS, FakeClock
+from .conftest import AUD, FHIR_BASE, INLINE_ISS, ISS, FakeClock, new_replay_cache
 from .keys import (
     JwksServer,
     SigningKey,
@@ -352,7 +349,7 @@ def test_replay_store_failure_fails_closed(
     clients: ClientRegistry, clock: FakeClock, ec_key: SigningKey
 ) -> None:
     class BrokenStore:
-        def check_and_store(self, key: str, expires_at: float) -> bool:
+        async def check_and_store(self, iss: str, jti: str, expires_at: float) -> bool:
             raise ConnectionError("store down")
 
     verifier = JwtVerifier(clients, JwksCache(clock=clock), BrokenStore())
@@ -388,7 +385,7 @@ def test_withdrawn_key_stops_working_after_max_age(
     clients: ClientRegistry, jwks_server: JwksServer, ec_key: SigningKey, clock: FakeClock
 ) -> None:
     jwks = JwksCache(clock=clock, max_age_s=300)
-    verifier = JwtVerifier(clients, jwks, InMemoryReplayCache())
+    verifier = JwtVerifier(clients, jwks, new_replay_cache())
     verify(verifier, make_token(ec_key, ec_key.kid, ISS, AUD))
     jwks_server.set_keys(new_ec_key("ec-2"))
     clock.advance(301)
@@ -463,7 +460,7 @@ def test_jwks_fetch_timeout_is_enforced(
     silent = ClientRegistry(
         [TrustedClient(iss=ISS, jwks_url=url, inline_keys=None, fhir_servers=())]
     )
-    verifier = JwtVerifier(silent, JwksCache(timeout_s=0.3, clock=clock), InMemoryReplayCache())
+    verifier = JwtVerifier(silent, JwksCache(timeout_s=0.3, clock=clock), new_replay_cache())
     started = time.monotonic()
     try:
         rejected(verifier, f"Bearer {make_token(ec_key, ec_key.kid, ISS, AUD)}")
@@ -511,52 +508,6 @@ def test_token_never_appears_in_logs_or_reasons(
                 assert part not in logged
                 assert all(part not in reason for reason in reasons)
     assert "stranger" not in logged and "nope" not in logged
-
-
-# --- replay cache ----------------------------------------------------------------------------
-
-
-def test_replay_cache_expires_and_purges() -> None:
-    clock = FakeClock(0)
-    cache = InMemoryReplayCache(clock=clock)
-    assert cache.check_and_store("a", 10)
-    assert not cache.check_and_store("a", 10)
-    assert cache.check_and_store("b", 20)
-    clock.advance(10)
-    assert len(cache) == 1  # "a" purged
-    assert cache.check_and_store("a", 30)
-    clock.advance(100)
-    assert len(cache) == 0
-
-
-def test_replay_cache_is_bounded_and_fails_closed() -> None:
-    clock = FakeClock(0)
-    cache = InMemoryReplayCache(max_entries=3, clock=clock)
-    for key in "abc":
-        assert cache.check_and_store(key, 10)
-    with pytest.raises(ReplayCacheFullError):
-        cache.check_and_store("d", 10)
-    assert not cache.check_and_store("a", 10)  # live entries were not evicted
-    clock.advance(10)
-    assert cache.check_and_store("d", 20)
-
-
-def test_replay_cache_is_thread_safe() -> None:
-    cache = InMemoryReplayCache()
-    wins: list[bool] = []
-    barrier = threading.Barrier(16)
-
-    def worker() -> None:
-        barrier.wait()
-        for i in range(200):
-            wins.append(cache.check_and_store(f"k{i}", time.time() + 60))
-
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sum(wins) == 200
 
 
 # --- URL allowlist ---------------------------------------------------------------------------
@@ -735,7 +686,7 @@ def test_arbitrary_tokens_only_raise_authentication_error(
             )
         ]
     )
-    verifier = JwtVerifier(registry, JwksCache(), InMemoryReplayCache())
+    verifier = JwtVerifier(registry, JwksCache(), new_replay_cache())
     token = unsigned_token(header, payload, signature)
     with pytest.raises(AuthenticationError):
         asyncio.run(verifier.verify(f"Bearer {token}", AUD))
@@ -744,7 +695,7 @@ def test_arbitrary_tokens_only_raise_authentication_error(
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=200))
 def test_arbitrary_header_values_only_raise_authentication_error(value: str) -> None:
-    verifier = JwtVerifier(ClientRegistry([]), JwksCache(), InMemoryReplayCache())
+    verifier = JwtVerifier(ClientRegistry([]), JwksCache(), new_replay_cache())
     with pytest.raises(AuthenticationError):
         asyncio.run(verifier.verify(value, AUD))
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from auth.keys import jwks_of, make_token, new_ec_key
 from fastapi import FastAPI
+from support import isolated_settings
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = ROOT / "fhir_examples" / "requests"
@@ -49,19 +49,27 @@ class SignedByEhr(httpx.Auth):
 @cache
 def app_for(profile: str | None = None) -> FastAPI:
     """The service as deployed: authentication on, requests signed by a trusted EHR."""
-    settings = Settings(
+    settings = isolated_settings(
         auth=True, public_base_url=BASE_URL, clients_file=_clients_file(), profile=profile
     )
     return create_app(settings, clock=lambda: START)
 
 
-def client(app: FastAPI | None = None, *, signed: bool = True) -> httpx.AsyncClient:
+class AppClient(httpx.AsyncClient):
+    """Leaves when the app has written its audit records, before the test's loop closes."""
+
+    def __init__(self, app: FastAPI, **kwargs: Any) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), **kwargs)
+        self.app = app
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.app.state.cds.store.audit.flush()
+        await super().__aexit__(*exc)
+
+
+def client(app: FastAPI | None = None, *, signed: bool = True) -> AppClient:
     """A client of the app; `signed=False` for tests that set the Authorization header."""
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app or app_for()),
-        base_url=BASE_URL,
-        auth=SignedByEhr() if signed else None,
-    )
+    return AppClient(app or app_for(), base_url=BASE_URL, auth=SignedByEhr() if signed else None)
 
 
 def golden_requests() -> list[tuple[str, str]]:

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 from auth.keys import jwks_of, make_token, new_ec_key
-from support import golden_bundle
+from support import golden_bundle, isolated_settings
 
 from cds_service.app import create_app
 from cds_service.hooks.prefetch import DataUnavailable
 from cds_service.hooks.prefetch_templates import PREFETCH
-from cds_service.settings import Settings
 
 from .helpers import START, client, golden_request
 
@@ -30,7 +29,8 @@ def auth_app(tmp_path: Path) -> Any:
     path = tmp_path / "clients.json"
     path.write_text(json.dumps(clients))
     return create_app(
-        Settings(auth=True, public_base_url=BASE, clients_file=str(path)), clock=lambda: START
+        isolated_settings(auth=True, public_base_url=BASE, clients_file=str(path)),
+        clock=lambda: START,
     )
 
 
@@ -87,11 +87,11 @@ async def test_discovery_auth_is_configurable(tmp_path: Path) -> None:
     clients = {"clients": [{"iss": ISS, "jwks": jwks_of(KEY), "fhir_servers": []}]}
     path = tmp_path / "clients.json"
     path.write_text(json.dumps(clients))
-    settings = Settings(auth=True, public_base_url=BASE, clients_file=str(path))
+    settings = isolated_settings(auth=True, public_base_url=BASE, clients_file=str(path))
     async with client(create_app(settings)) as c:
         assert (await c.get("/cds-services")).status_code == 200
         assert (await c.get("/health")).status_code == 200
-    locked = Settings(
+    locked = isolated_settings(
         auth=True, public_base_url=BASE, clients_file=str(path), discovery_requires_auth=True
     )
     async with client(create_app(locked)) as c:
@@ -126,7 +126,7 @@ async def test_missing_keys_are_fetched_when_a_fetcher_is_configured() -> None:
         "subject": "b12-cds",
     }
     fetcher = FakeFetcher({"observations": observations})
-    app = create_app(Settings(auth=False), fetcher=fetcher, clock=lambda: START)
+    app = create_app(isolated_settings(auth=False), fetcher=fetcher, clock=lambda: START)
     async with client(app) as c:
         r = await c.post(PV, json=body)
     assert r.status_code == 200
@@ -142,7 +142,7 @@ async def test_fetcher_failure_on_a_required_key_is_412() -> None:
     body = golden_request("t6-unspecified-low-b12", "patient-view")
     del body["prefetch"]["conditions"]
     fetcher = FakeFetcher({}, fail={"conditions": "FHIR server timed out"})
-    app = create_app(Settings(auth=False), fetcher=fetcher, clock=lambda: START)
+    app = create_app(isolated_settings(auth=False), fetcher=fetcher, clock=lambda: START)
     async with client(app) as c:
         r = await c.post(PV, json=body)
     assert r.status_code == 412
@@ -186,7 +186,7 @@ async def test_apply_needs_a_signed_request_as_the_hooks_do(auth_app: Any) -> No
 
 
 async def test_apply_body_past_the_limit_is_413_and_deep_nesting_is_400(tmp_path: Path) -> None:
-    settings = Settings(auth=False, max_body_bytes=4000)
+    settings = isolated_settings(auth=False, max_body_bytes=4000)
     app = create_app(settings, clock=lambda: START)
     deep = b"[" * 1500 + b"]" * 1500  # deeper than orjson reads, within the size limit
     async with client(app, signed=False) as c:

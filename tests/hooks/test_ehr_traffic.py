@@ -21,12 +21,11 @@ from sandbox_client import (
     sandbox_prefetch,
     sandbox_request,
 )
-from support import golden_bundle
+from support import golden_bundle, isolated_settings
 
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.hooks.prefetch_templates import PREFETCH
-from cds_service.settings import Settings
 
 from .helpers import BASE_URL, START, client, golden_request
 
@@ -41,7 +40,9 @@ def sandbox_app(fhir_servers: list[str], **settings: Any) -> Any:
     path.write_text(
         json.dumps([{"iss": SANDBOX_ISS, "jwks": sandbox_jwks(), "fhir_servers": fhir_servers}])
     )
-    config = Settings(auth=True, public_base_url=BASE_URL, clients_file=str(path), **settings)
+    config = isolated_settings(
+        auth=True, public_base_url=BASE_URL, clients_file=str(path), **settings
+    )
     return create_app(config, fetcher=FhirFetcher(Allowlist()), clock=lambda: START)
 
 
@@ -271,7 +272,7 @@ async def test_400_for_invalid_fhir_names_the_element_path_never_the_value() -> 
 
 
 async def test_apply_without_a_fhir_base_url_says_it_is_unset() -> None:
-    app = create_app(Settings(auth=False), clock=lambda: START)
+    app = create_app(isolated_settings(auth=False), clock=lambda: START)
     async with client(app, signed=False) as c:
         r = await c.get(
             "/fhir/PlanDefinition/b12-deficiency-standard/$apply",

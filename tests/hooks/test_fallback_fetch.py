@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 from fhirserver import FhirTestServer
-from support import golden_expected
+from support import golden_expected, isolated_settings
 
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
-from cds_service.settings import Settings
 
 from .helpers import START, client, golden_request, golden_requests
 
@@ -23,7 +22,7 @@ PATIENT_VIEWS = [slug for slug, hook in golden_requests() if hook == "patient-vi
 
 def fetching_app(allowlist: Allowlist, profile: str | None = None, **kw: Any) -> Any:
     fetcher = FhirFetcher(allowlist, **kw)
-    settings = Settings(auth=False, profile=profile)
+    settings = isolated_settings(auth=False, profile=profile)
     return create_app(settings, fetcher=fetcher, clock=lambda: START), fetcher
 
 
@@ -70,7 +69,9 @@ async def post_fetching(body: dict[str, Any], allowlist: Allowlist | None = None
 async def apply_from(server: FhirTestServer, patient: str) -> Any:
     """`$apply` reading the patient's record from `server` (CDS_FHIR_BASE_URL)."""
     fetcher = FhirFetcher(Allowlist())
-    settings = Settings(auth=False, fhir_base_url=server.base_url, fhir_access_token=server.token)
+    settings = isolated_settings(
+        auth=False, fhir_base_url=server.base_url, fhir_access_token=server.token
+    )
     app = create_app(settings, fetcher=fetcher, clock=lambda: START)
     try:
         async with client(app, signed=False) as c:

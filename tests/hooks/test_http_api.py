@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import isolated_settings
 
 from cds_service.app import create_app
 from cds_service.hooks.prefetch_templates import PREFETCH, REQUIRED_KEYS, render
@@ -93,7 +94,7 @@ async def test_cors_preflight_and_post() -> None:
 
 
 async def test_cors_origins_from_settings() -> None:
-    app = create_app(Settings(auth=False, cors_origins=("https://ehr.example.org",)))
+    app = create_app(isolated_settings(auth=False, cors_origins=("https://ehr.example.org",)))
     async with client(app) as c:
         ok = await c.get("/health", headers={"Origin": "https://ehr.example.org"})
         other = await c.get("/health", headers={"Origin": "https://evil.example"})
@@ -292,7 +293,7 @@ async def test_body_over_the_limit_is_413() -> None:
 
 
 async def test_streamed_body_over_the_limit_is_413() -> None:
-    app = create_app(Settings(auth=False, max_body_bytes=4096))
+    app = create_app(isolated_settings(auth=False, max_body_bytes=4096))
 
     async def chunks() -> Any:
         for _ in range(10):
@@ -423,11 +424,16 @@ async def test_feedback_is_recorded() -> None:
         }
         r = await c.post(PV + "/feedback", json=accepted)
         assert r.status_code == 200 and r.json() == {}
-        store = app.state.cds.feedback
-        first, second = list(store.records)[-2:]
-        assert first.card == card["uuid"] and not first.unknown_card
-        assert first.unknown_suggestions == ()
-        assert second.unknown_card and second.override_reason == "patient-declines-injections"
+        feedback = app.state.cds.store.feedback
+        (first,) = await feedback.stored(card["uuid"])
+        assert first["card_known"] and first["outcome"] == "accepted"
+        assert first["unknown_suggestions"] == "[]"
+        (second,) = await feedback.stored("f6b95768-b1c8-40dc-8385-bf3504b82ffb")
+        assert not second["card_known"]
+        assert second["override_reason_code"] == "patient-declines-injections"
+        # Sent again: acknowledged, stored once.
+        assert (await c.post(PV + "/feedback", json=accepted)).status_code == 200
+        assert len(await feedback.stored(card["uuid"])) == 1
 
         for bad in (
             {},
@@ -466,7 +472,7 @@ def test_settings_from_env() -> None:
 
 def test_unknown_profile_fails_at_start_up() -> None:
     with pytest.raises(SettingsError, match="CDS_PROFILE: unknown protocol profile"):
-        create_app(Settings(auth=False, profile="no-such-profile"))
+        create_app(isolated_settings(auth=False, profile="no-such-profile"))
 
 
 async def test_start_date_comes_from_the_clock() -> None:
@@ -567,7 +573,7 @@ async def test_auth_off_is_logged_at_start_up_and_not_on_every_call(
     from cds_service.app import AUTH_OFF_WARNING
 
     caplog.set_level("WARNING")
-    app = create_app(Settings(auth=False), clock=lambda: START)
+    app = create_app(isolated_settings(auth=False), clock=lambda: START)
     at_start = sum(r.getMessage() == AUTH_OFF_WARNING for r in caplog.records)
     async with client(app, signed=False) as c:
         for _ in range(3):

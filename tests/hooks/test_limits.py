@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from fhirserver import FhirTestServer
+from support import isolated_settings
 
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.fetch.budget import MemoryBudget, _Usage
 from cds_service.json_limits import MAX_DEPTH, too_deep
-from cds_service.settings import Settings
 
 from .helpers import START, client, golden_request
 
@@ -110,7 +110,7 @@ async def test_more_draft_orders_than_the_cap_is_413_naming_it() -> None:
 
 
 def capped_app(**caps: int) -> Any:
-    return create_app(Settings(auth=False, **caps), clock=lambda: START)
+    return create_app(isolated_settings(auth=False, **caps), clock=lambda: START)
 
 
 async def test_more_entries_in_one_key_than_the_cap_is_413() -> None:
@@ -194,7 +194,7 @@ def fetch_body(server: FhirTestServer) -> dict[str, Any]:
 
 
 async def _call(fetcher: FhirFetcher, body: dict[str, Any]) -> Any:
-    app = create_app(Settings(auth=False), fetcher=fetcher, clock=lambda: START)
+    app = create_app(isolated_settings(auth=False), fetcher=fetcher, clock=lambda: START)
     try:
         async with client(app, signed=False) as c:
             return await c.post(PV, json=body)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import uvicorn
+from support import isolated_settings
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
 
 from .support import START, golden_plan, mr_dates, schedule_url
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    app = create_app(Settings(auth=False, preview=True), clock=lambda: START)
+    app = create_app(isolated_settings(auth=False, preview=True), clock=lambda: START)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -6,10 +6,10 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
+from support import isolated_settings
 
 from cds_service.app import create_app
 from cds_service.protocol import default_protocol
-from cds_service.settings import Settings
 
 from .support import START
 
@@ -18,12 +18,12 @@ PROTOCOL = default_protocol()
 
 @pytest.fixture(scope="module")
 def http() -> TestClient:
-    return TestClient(create_app(Settings(auth=False), clock=lambda: START))
+    return TestClient(create_app(isolated_settings(auth=False), clock=lambda: START))
 
 
 @pytest.fixture(scope="module")
 def preview_http() -> TestClient:
-    return TestClient(create_app(Settings(auth=False, preview=True), clock=lambda: START))
+    return TestClient(create_app(isolated_settings(auth=False, preview=True), clock=lambda: START))
 
 
 def _ids(html: str) -> set[str]:

@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta
 import icalendar
 import pytest
 from fastapi.testclient import TestClient
+from support import isolated_settings
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
 
 from .support import START, golden_plan, mr_dates, schedule_url
 
@@ -24,7 +24,7 @@ SCHEDULED = [
 
 @pytest.fixture(scope="module")
 def http() -> TestClient:
-    return TestClient(create_app(Settings(auth=False), clock=lambda: START))
+    return TestClient(create_app(isolated_settings(auth=False), clock=lambda: START))
 
 
 def _expanded(cal: icalendar.Calendar, horizon: date) -> list[date]:

@@ -197,4 +197,5 @@ def test_capability_statement(client: TestClient) -> None:
             "definition": "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply",
         }
     ]
-    assert resources["ActivityDefinition"]["interaction"] == [{"code": "read"}]
+    for kind in ("PlanDefinition", "ActivityDefinition"):
+        assert resources[kind]["interaction"] == [{"code": "read"}, {"code": "search-type"}]

@@ -1,0 +1,69 @@
+"""The state layer: audit trail, feedback and replay protection in one database.
+
+`Store(settings)` names the database (SQLite in `CDS_DATA_DIR`, or `CDS_DATABASE_URL`);
+`open()` migrates it (or checks it is migrated) before the service answers anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from cds_service.settings import Settings
+from cds_service.store.audit import AuditLog, AuditRecord, SearchPage
+from cds_service.store.database import Database, DatabaseUrl, StoreError, database_url
+from cds_service.store.feedback import FeedbackLog
+from cds_service.store.migrate import current_revision, head_revision, upgrade
+from cds_service.store.replay import DatabaseReplayCache
+
+logger = logging.getLogger("cds_service.store")
+#: How long a graceful shutdown waits for the audit writer before giving up on the database.
+SHUTDOWN_FLUSH_S = 10.0
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.target: DatabaseUrl = database_url(settings)
+        self.retention = timedelta(days=settings.audit_retention_days)
+        self._migrate = settings.migrate_on_start
+        self.database = Database(self.target)
+        self.audit = AuditLog(self.database)
+        self.feedback = FeedbackLog(self.database, self.audit)
+        self.replay = DatabaseReplayCache(self.database)
+
+    def open(self) -> None:
+        """Migrate (CDS_DB_MIGRATE=on) or check the schema is current; StoreError if not."""
+        if self._migrate:
+            upgrade(self.target)
+            return
+        revision = current_revision(self.target)
+        if revision != head_revision():
+            raise self.target.error(
+                f"the database schema is at {revision or 'nothing'}, this build needs "
+                f"{head_revision()}: run `b12-cds db upgrade` (CDS_DB_MIGRATE is off)"
+            )
+
+    async def close(self) -> None:
+        """Write everything pending, then close the connections (graceful shutdown)."""
+        if not await self.audit.flush(timeout=SHUTDOWN_FLUSH_S):
+            logger.error(
+                "shutdown: %d audit record(s) could not be written", self.audit.queue.depth
+            )
+        await self.database.dispose()
+
+    async def purge(self, now: datetime) -> dict[str, int]:
+        """Delete what the retention period no longer covers, and dead replay rows."""
+        counts = await self.audit.purge(now - self.retention)
+        counts["replayTokens"] = await self.replay.purge(now.timestamp())
+        return counts
+
+
+__all__ = [
+    "AuditLog",
+    "AuditRecord",
+    "DatabaseReplayCache",
+    "FeedbackLog",
+    "SearchPage",
+    "Store",
+    "StoreError",
+]

@@ -1,0 +1,209 @@
+"""Feedback, stored durably before it is acknowledged, and the acceptance figures per card.
+
+An item is committed in the request that delivers it (never written behind): the 200 means it
+is on disk, or on the PostgreSQL server. Sending the same item again stores nothing new (a
+unique key over what the item says). Items are joined to the issued cards by card uuid; an item
+about a card this service did not issue is kept and marked `card_known = false`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, select
+
+from cds_service.hooks.feedback import FeedbackRecord
+from cds_service.hooks.models import FeedbackRequest
+from cds_service.store.audit import AuditLog
+from cds_service.store.database import AsyncEngineSource
+from cds_service.store.dialect import insert_for
+from cds_service.store.tables import card_rule, feedback, issued_card
+
+JSON = dict[str, Any]
+#: How long feedback waits for this worker's pending audit records before it is joined.
+AUDIT_FLUSH_TIMEOUT_S = 2.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def dedupe_key(service: str, item: JSON) -> str:
+    return hashlib.sha256(orjson.dumps([service, item], option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class FeedbackLog:
+    def __init__(
+        self, engine: AsyncEngineSource, audit: AuditLog, *, clock: Callable[[], datetime] = _now
+    ) -> None:
+        self._engine = engine
+        self._audit = audit
+        self._clock = clock
+
+    async def record(self, service_id: str, request: FeedbackRequest) -> list[FeedbackRecord]:
+        """Store every item (committed when this returns) and say what was new."""
+        # Cards this worker answered a moment ago may still be queued: write them first.
+        await self._audit.flush(timeout=AUDIT_FLUSH_TIMEOUT_S)
+        received = self._clock()
+        uuids = sorted({item.card for item in request.feedback})
+        records: list[FeedbackRecord] = []
+        async with self._engine().begin() as connection:
+            issued = {
+                row.card_uuid: frozenset(orjson.loads(row.suggestions))
+                for row in await connection.execute(
+                    select(issued_card.c.card_uuid, issued_card.c.suggestions).where(
+                        issued_card.c.card_uuid.in_(uuids), issued_card.c.service == service_id
+                    )
+                )
+            }
+            insert = insert_for(connection, feedback).on_conflict_do_nothing(
+                index_elements=[feedback.c.dedupe_key]
+            )
+            for item in request.feedback:
+                suggestions = issued.get(item.card)
+                accepted = tuple(s.id for s in item.acceptedSuggestions or ())
+                unknown = tuple(s for s in accepted if suggestions is None or s not in suggestions)
+                reason = item.overrideReason.reason if item.overrideReason else None
+                said = {
+                    "card": item.card,
+                    "outcome": item.outcome,
+                    "accepted": sorted(accepted),
+                    "reason": [reason.system, reason.code] if reason else None,
+                    "at": item.outcomeTimestamp,
+                }
+                result = await connection.execute(
+                    insert,
+                    {
+                        "dedupe_key": dedupe_key(service_id, said),
+                        "service": service_id,
+                        "card_uuid": item.card,
+                        "outcome": item.outcome,
+                        "accepted_suggestions": orjson.dumps(accepted).decode(),
+                        "unknown_suggestions": orjson.dumps(unknown).decode(),
+                        "override_reason_system": reason.system if reason else None,
+                        "override_reason_code": reason.code if reason else None,
+                        "outcome_timestamp": item.outcomeTimestamp,
+                        "card_known": suggestions is not None,
+                        "received_at": received,
+                    },
+                )
+                records.append(
+                    FeedbackRecord(
+                        service_id=service_id,
+                        card=item.card,
+                        outcome=item.outcome,
+                        accepted_suggestions=accepted,
+                        override_reason=reason.code if reason else None,
+                        outcome_timestamp=item.outcomeTimestamp,
+                        unknown_card=suggestions is None,
+                        unknown_suggestions=unknown,
+                        new=result.rowcount == 1,
+                    )
+                )
+        return records
+
+    async def stored(self, card_uuid: str) -> list[JSON]:
+        """The feedback rows on one card (for the operator and the tests)."""
+        async with self._engine().connect() as connection:
+            rows = await connection.execute(
+                select(feedback).where(feedback.c.card_uuid == card_uuid).order_by(feedback.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def analytics(self, since: datetime, until: datetime) -> JSON:
+        """Cards shown in [since, until) per kind and per rule, and what became of them."""
+        c = issued_card.c
+        f = feedback.c
+        in_period = and_(c.issued_at >= since, c.issued_at < until)
+        joined = issued_card.join(
+            feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service)
+        )
+        by_rule = issued_card.join(card_rule, card_rule.c.card_uuid == c.card_uuid)
+        async with self._engine().connect() as connection:
+
+            async def rows(statement: Any) -> list[Any]:
+                return list(await connection.execute(statement))
+
+            shown_kind = await rows(select(c.kind, func.count()).where(in_period).group_by(c.kind))
+            outcome_kind = await rows(
+                select(c.kind, f.outcome, func.count(func.distinct(c.card_uuid)))
+                .select_from(joined)
+                .where(in_period)
+                .group_by(c.kind, f.outcome)
+            )
+            reason_kind = await rows(
+                select(c.kind, f.override_reason_code, func.count(func.distinct(c.card_uuid)))
+                .select_from(joined)
+                .where(in_period, f.outcome == "overridden")
+                .group_by(c.kind, f.override_reason_code)
+            )
+            shown_rule = await rows(
+                select(card_rule.c.rule_id, func.count())
+                .select_from(by_rule)
+                .where(in_period)
+                .group_by(card_rule.c.rule_id)
+            )
+            outcome_rule = await rows(
+                select(card_rule.c.rule_id, f.outcome, func.count(func.distinct(c.card_uuid)))
+                .select_from(
+                    by_rule.join(feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service))
+                )
+                .where(in_period)
+                .group_by(card_rule.c.rule_id, f.outcome)
+            )
+            reason_rule = await rows(
+                select(
+                    card_rule.c.rule_id,
+                    f.override_reason_code,
+                    func.count(func.distinct(c.card_uuid)),
+                )
+                .select_from(
+                    by_rule.join(feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service))
+                )
+                .where(in_period, f.outcome == "overridden")
+                .group_by(card_rule.c.rule_id, f.override_reason_code)
+            )
+            unknown = (
+                await connection.execute(
+                    select(func.count())
+                    .select_from(feedback)
+                    .where(f.received_at >= since, f.received_at < until, f.card_known.is_(False))
+                )
+            ).scalar_one()
+        return {
+            "period": {"start": _iso(since), "end": _iso(until)},
+            "byKind": _figures("kind", shown_kind, outcome_kind, reason_kind),
+            "byRule": _figures("rule", shown_rule, outcome_rule, reason_rule),
+            "feedbackOnUnknownCards": int(unknown),
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _figures(label: str, shown: list[Any], outcomes: list[Any], reasons: list[Any]) -> list[JSON]:
+    table: dict[str, JSON] = {}
+    for key, count in shown:
+        table[key] = {
+            label: key,
+            "shown": int(count),
+            "accepted": 0,
+            "overridden": 0,
+            "overrideReasons": {},
+        }
+    for key, outcome, count in outcomes:
+        if key in table:
+            table[key][outcome] = int(count)
+    for key, code, count in reasons:
+        if key in table:
+            table[key]["overrideReasons"][code or "none"] = int(count)
+    for entry in table.values():
+        shown_n = entry["shown"]
+        entry["acceptanceRate"] = round(entry["accepted"] / shown_n, 4) if shown_n else None
+        entry["overrideRate"] = round(entry["overridden"] / shown_n, 4) if shown_n else None
+    return sorted(table.values(), key=lambda e: str(e[label]))
