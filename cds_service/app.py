@@ -111,6 +111,7 @@ def create_app(
     openapi.install(app)
     readiness = health.readiness_of(state)
     app.state.readiness = readiness  # parts with a dependency add their check to it
+    readiness.add("database", store.readiness)
     app.include_router(health.build_router(state, readiness))
     if settings.metrics:
         app.include_router(metrics.build_router(counters))

@@ -19,6 +19,8 @@ from cds_service.store.replay import DatabaseReplayCache
 logger = logging.getLogger("cds_service.store")
 #: How long a graceful shutdown waits for the audit writer before giving up on the database.
 SHUTDOWN_FLUSH_S = 10.0
+#: Audit records queued past this many mean the database cannot keep up: not ready.
+MAX_READY_BACKLOG = 5_000
 
 
 class Store:
@@ -42,6 +44,18 @@ class Store:
                 f"the database schema is at {revision or 'nothing'}, this build needs "
                 f"{head_revision()}: run `b12-cds db upgrade` (CDS_DB_MIGRATE is off)"
             )
+
+    async def readiness(self) -> str | None:
+        """The readiness check: None when the database answers and the audit writer keeps up."""
+        try:
+            await self.database.ping()
+        except Exception as exc:
+            logger.warning("database readiness: %s", type(exc).__name__)
+            return f"the database ({self.target.variable}) does not answer"
+        backlog = self.audit.queue.depth
+        if backlog > MAX_READY_BACKLOG:
+            return f"{backlog} audit records are waiting to be written"
+        return None
 
     async def close(self) -> None:
         """Write everything pending, then close the connections (graceful shutdown)."""

@@ -261,3 +261,19 @@ async def test_purge_applies_the_retention_period(app: Any) -> None:
         )
         r = await c.get("/fhir/GuidanceResponse", headers=AS_OPERATOR)
         assert r.json()["total"] == 0
+
+
+async def test_readiness_includes_the_database(app: Any) -> None:
+    async with _client(app) as c:
+        r = await c.get("/health/ready")
+    assert r.status_code == 200, r.text
+    assert "database" in r.json()["checks"]
+
+
+async def test_an_unreachable_database_is_not_ready() -> None:
+    from cds_service.settings import Settings
+    from cds_service.store import Store
+
+    store = Store(Settings(auth=False, database_url="postgresql://x:pw@127.0.0.1:1/none"))
+    reason = await store.readiness()
+    assert reason == "the database (CDS_DATABASE_URL) does not answer"
