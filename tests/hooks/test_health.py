@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from auth.keys import JwksServer, new_ec_key
+from support import isolated_settings
 
 from cds_service.app import create_app
 from cds_service.auth import jwks
-from cds_service.settings import Settings
 
 from .helpers import START, app_for, client
 
@@ -21,7 +21,9 @@ def app_trusting(tmp_path: Path, server: JwksServer) -> object:
     path = tmp_path / "clients.json"
     path.write_text(json.dumps([{"iss": "https://ehr.example.org", "name": "Example EHR",
                                  "jwks_url": server.url}]))  # fmt: skip
-    settings = Settings(auth=True, public_base_url="http://testserver", clients_file=str(path))
+    settings = isolated_settings(
+        auth=True, public_base_url="http://testserver", clients_file=str(path)
+    )
     return create_app(settings, clock=lambda: START)
 
 
@@ -37,7 +39,7 @@ async def test_ready_with_inline_keys_names_every_check() -> None:
     assert r.status_code == 200
     assert r.json() == {
         "status": "ready",
-        "checks": {"protocol": "ready", "clients": "ready", "jwks": "ready"},
+        "checks": {"protocol": "ready", "clients": "ready", "jwks": "ready", "database": "ready"},
     }
 
 
@@ -67,19 +69,19 @@ async def test_not_ready_while_a_clients_jwks_is_unreachable_then_ready(
 
 
 async def test_a_check_added_later_takes_part(tmp_path: Path) -> None:
-    app = create_app(Settings(auth=False), clock=lambda: START)
-    state = {"reason": "database not reachable"}
+    app = create_app(isolated_settings(auth=False), clock=lambda: START)
+    state = {"reason": "queue not reachable"}
 
-    async def database() -> str | None:
+    async def queue() -> str | None:
         return state["reason"]
 
-    app.state.readiness.add("database", database)
+    app.state.readiness.add("queue", queue)
     async with client(app, signed=False) as c:
         not_ready = await c.get("/health/ready")
         state["reason"] = None  # type: ignore[assignment]
         ready = await c.get("/health/ready")
     assert not_ready.status_code == 503
-    assert not_ready.json()["reasons"] == ["database: database not reachable"]
+    assert not_ready.json()["reasons"] == ["queue: queue not reachable"]
     assert ready.status_code == 200
 
 
