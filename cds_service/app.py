@@ -85,8 +85,10 @@ def create_app(
         await state.store.close()
 
     store = Store(settings)
-    store.open()  # migrations (or the schema check) before anything is answered
     state = ServiceState(settings, store, build_verifier(settings, store))
+    # Migrations (or the schema check) once the settings and files are known to be good,
+    # before anything is answered.
+    store.open()
     auth = Authenticator(settings, state.verifier)
 
     app = FastAPI(

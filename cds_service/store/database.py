@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from cds_service.settings import Settings, SettingsError
 
 # The drivers' debug logs quote statement parameters, which hold patient data: never let them
-# through, whatever level the root logger is at.
-for _name in ("aiosqlite", "sqlalchemy", "asyncpg"):
+# through, whatever level the root logger is at (alembic's INFO lines are start-up noise).
+for _name in ("aiosqlite", "sqlalchemy", "asyncpg", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 SQLITE_FILE = "b12-cds.sqlite3"
