@@ -13,6 +13,11 @@ COPY pyproject.toml README.md ./
 COPY cds_service ./cds_service
 # Same install step as the README.
 RUN pip install .
+# The embedded SQLite database (audit trail, feedback, replay protection): mount a volume here,
+# or set CDS_DATABASE_URL to a PostgreSQL server.
+ENV CDS_DATA_DIR=/var/lib/b12-cds
+RUN mkdir -p /var/lib/b12-cds && chown cds:cds /var/lib/b12-cds
+VOLUME ["/var/lib/b12-cds"]
 
 USER cds
 EXPOSE 8000
