@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.fhir.bundle import searchset
+from cds_service.openapi import fhir_body, ref
 from cds_service.plan_operation.router import (
     OperationError,
     error_response,
@@ -118,7 +119,16 @@ def build_operator_router(store: Store, credential: OperatorCredential, base_url
     def refused_fhir() -> Response:
         return error_response(OperationError(401, "login", "operator credential required"))
 
-    @api.get("/fhir/GuidanceResponse/{response_id}", response_class=Response)
+    @api.get(
+        "/fhir/GuidanceResponse/{response_id}",
+        response_class=Response,
+        responses={
+            200: fhir_body("the GuidanceResponse"),
+            401: fhir_body("no valid operator credential"),
+            404: fhir_body("unknown id"),
+            503: fhir_body("the database is unavailable"),
+        },
+    )
     async def read_guidance_response(request: Request, response_id: str) -> Response:
         if not credential.allows(request):
             return refused_fhir()
@@ -132,7 +142,16 @@ def build_operator_router(store: Store, credential: OperatorCredential, base_url
             )
         return fhir_response(resource)
 
-    @api.get("/fhir/GuidanceResponse", response_class=Response)
+    @api.get(
+        "/fhir/GuidanceResponse",
+        response_class=Response,
+        responses={
+            200: fhir_body("a searchset Bundle"),
+            400: fhir_body("unsupported or malformed parameter"),
+            401: fhir_body("no valid operator credential"),
+            503: fhir_body("the database is unavailable"),
+        },
+    )
     async def search_guidance_responses(request: Request) -> Response:
         if not credential.allows(request):
             return refused_fhir()
@@ -179,7 +198,15 @@ def build_operator_router(store: Store, credential: OperatorCredential, base_url
             )
         )
 
-    @api.get("/analytics/feedback")
+    @api.get(
+        "/analytics/feedback",
+        responses={
+            200: {"description": "figures per card kind and per rule"},
+            400: _json_error("start or end is not a date"),
+            401: _json_error("no valid operator credential"),
+            503: _json_error("the database is unavailable"),
+        },
+    )
     async def feedback_analytics(request: Request) -> JSONResponse:
         if not credential.allows(request):
             return JSONResponse(
@@ -217,6 +244,10 @@ def build_operator_router(store: Store, credential: OperatorCredential, base_url
         return JSONResponse(figures)
 
     return api
+
+
+def _json_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
 
 
 def _unavailable_fhir() -> Response:
