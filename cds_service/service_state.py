@@ -112,8 +112,12 @@ def build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:
         raise SettingsError(f"CDS_CLIENTS_FILE: {exc}") from None
     return JwtVerifier(
         clients,
-        JwksCache(timeout_s=settings.jwks_timeout_s),
+        JwksCache(
+            timeout_s=settings.jwks_timeout_s,
+            refetch_interval_s=settings.jwks_refetch_interval_s,
+        ),
         store.replay,
+        max_lifetime_s=settings.jwt_max_lifetime_s,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -164,7 +165,8 @@ class JwksCache:
         self,
         *,
         timeout_s: float = 2.0,
-        refetch_interval_s: float = 60.0,
+        refetch_interval_s: float = 5.0,
+        retry_after_failure_s: float = 1.0,
         max_age_s: float = 300.0,
         max_urls: int = 256,
         max_bytes: int = 256 * 1024,
@@ -173,13 +175,16 @@ class JwksCache:
     ) -> None:
         self._timeout_s = timeout_s
         self._refetch_interval_s = refetch_interval_s
+        self._retry_after_failure_s = min(retry_after_failure_s, refetch_interval_s)
         self._max_age_s = max_age_s
         self._max_urls = max_urls
         self._max_bytes = max_bytes
         self._http = http_client
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._last_attempt: dict[str, float] = {}
+        #: Per rate key: when the next fetch may start, and how many fetches failed in a row.
+        self._next_allowed: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._last_error: dict[str, str] = {}
 
@@ -198,7 +203,7 @@ class JwksCache:
         if (stale or missing) and (
             url in self._inflight or self._take_budget(rate_key or url, now)
         ):
-            await self._shared_fetch(url)
+            await self._shared_fetch(url, rate_key or url)
             entry = self._entries.get(url)
         if entry is None:
             return None
@@ -214,24 +219,37 @@ class JwksCache:
         if url not in self._entries and (
             url in self._inflight or self._take_budget(f"ready:{url}", self._clock(), READY_RETRY_S)
         ):
-            await self._shared_fetch(url)
+            await self._shared_fetch(url, None)
         if url in self._entries:
             return None
         return self._last_error.get(url, "not fetched yet")
 
     def _take_budget(self, rate_key: str, now: float, interval: float | None = None) -> bool:
-        last = self._last_attempt.get(rate_key)
-        if last is not None and now - last < (
-            self._refetch_interval_s if interval is None else interval
-        ):
+        if now < self._next_allowed.get(rate_key, -math.inf):
             return False
-        self._last_attempt[rate_key] = now
+        self._next_allowed[rate_key] = now + (
+            self._refetch_interval_s if interval is None else interval
+        )
         return True
 
-    async def _shared_fetch(self, url: str) -> None:
+    def _settle_budget(self, rate_key: str | None, started: float, ok: bool) -> None:
+        """After a failed fetch the next one may come sooner, backing off: 1, 2, 4 s ... up to
+        the refetch interval, so a JWKS outage ends for us within seconds of its end. (A
+        readiness fetch, without a rate key, keeps its own fixed retry.)"""
+        if rate_key is None:
+            return
+        if ok:
+            self._failures.pop(rate_key, None)
+            return
+        failures = self._failures.get(rate_key, 0) + 1
+        self._failures[rate_key] = failures
+        wait = min(self._refetch_interval_s, self._retry_after_failure_s * 2 ** (failures - 1))
+        self._next_allowed[rate_key] = started + wait
+
+    async def _shared_fetch(self, url: str, rate_key: str | None) -> None:
         task = self._inflight.get(url)
         if task is None or task.get_loop() is not asyncio.get_running_loop():
-            task = asyncio.get_running_loop().create_task(self._fetch_and_store(url))
+            task = asyncio.get_running_loop().create_task(self._fetch_and_store(url, rate_key))
             self._inflight[url] = task
             task.add_done_callback(lambda done: self._forget(url, done))
         # shield: one cancelled request must not abort the fetch other requests wait on.
@@ -241,14 +259,17 @@ class JwksCache:
         if self._inflight.get(url) is task:
             del self._inflight[url]
 
-    async def _fetch_and_store(self, url: str) -> None:
+    async def _fetch_and_store(self, url: str, rate_key: str | None) -> None:
+        started = self._clock()
         try:
             document = await self._fetch(url)
             keys = parse_jwks(document, strict=False)
         except (aiohttp.ClientError, TimeoutError, JwksError, ValueError) as exc:
+            self._settle_budget(rate_key, started, ok=False)
             logger.warning("JWKS fetch from %s failed: %s", url, exc)
             self._last_error[url] = f"fetch failed ({type(exc).__name__}: {exc})"[:300]
             return
+        self._settle_budget(rate_key, started, ok=True)
         self._entries[url] = _Entry(keys=keys, fetched_at=self._clock())
         self._entries.move_to_end(url)
         while len(self._entries) > self._max_urls:

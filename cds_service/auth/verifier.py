@@ -62,7 +62,7 @@ class JwtVerifier:
         replay: ReplayCache,
         *,
         leeway_s: float = 30.0,
-        max_lifetime_s: float = 300.0,
+        max_lifetime_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clients = clients

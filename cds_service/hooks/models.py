@@ -55,14 +55,14 @@ class HookRequest(_Model):
 
 
 class Coding(_Model):
-    system: str | None = None
-    code: str | None = None
-    display: str | None = None
+    system: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    code: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    display: str | None = Field(default=None, max_length=1024)
 
 
 class OverrideReason(_Model):
     reason: Coding | None = None
-    userComment: str | None = None  # noqa: N815
+    userComment: str | None = Field(default=None, max_length=4096)  # noqa: N815
 
 
 class AcceptedSuggestion(_Model):

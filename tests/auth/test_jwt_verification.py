@@ -280,9 +280,17 @@ def test_iat_in_future_fails(verifier: JwtVerifier, ec_key: SigningKey) -> None:
     assert "future" in rejected(verifier, f"Bearer {token}")
 
 
-def test_lifetime_over_five_minutes_fails(verifier: JwtVerifier, ec_key: SigningKey) -> None:
+def test_lifetime_over_the_maximum_fails(verifier: JwtVerifier, ec_key: SigningKey) -> None:
+    token = make_token(ec_key, ec_key.kid, ISS, AUD, lifetime_s=3601)  # default: one hour
+    assert "lifetime exceeds 3600 s" in rejected(verifier, f"Bearer {token}")
+
+
+def test_the_maximum_lifetime_is_a_setting(
+    make_verifier: Callable[..., JwtVerifier], ec_key: SigningKey
+) -> None:
+    verifier = make_verifier(max_lifetime_s=300)
     token = make_token(ec_key, ec_key.kid, ISS, AUD, lifetime_s=301)
-    assert "lifetime" in rejected(verifier, f"Bearer {token}")
+    assert "lifetime exceeds 300 s" in rejected(verifier, f"Bearer {token}")
 
 
 def test_replayed_jti_fails(verifier: JwtVerifier, ec_key: SigningKey) -> None:
@@ -486,7 +494,7 @@ def test_token_never_appears_in_logs_or_reasons(
         make_token(ec_key, "nope", ISS, AUD),
         make_token(ec_key, ec_key.kid, ISS, "https://wrong.example.org"),
         make_token(ec_key, ec_key.kid, ISS, AUD, iat=now - 200, exp=now - 100),
-        make_token(ec_key, ec_key.kid, ISS, AUD, lifetime_s=3600),
+        make_token(ec_key, ec_key.kid, ISS, AUD, lifetime_s=7200),
         make_token(ec_key, ec_key.kid, ISS, AUD, jti=None),
         make_token(ec_key, ec_key.kid, ISS, AUD, jku=evil_server.url),
         make_token(impostor, ec_key.kid, ISS, AUD),
