@@ -5,6 +5,8 @@ that the MedicationRequest series carries, so a patient's calendar cannot disagr
 orders. Doses fall every `period` from the bounds' start (the shorter interval where the timing
 gives a range, e.g. every 3-4 days), at most `count` of them and not after the bounds' end. An
 open-ended phase (no end, no count) is expanded only up to a horizon the caller chooses.
+Where a period holds several doses (three a week) and the timing names no days, they are
+spread evenly over the period from its first day (days 0, 2 and 4 of each week).
 """
 
 from __future__ import annotations
@@ -33,13 +35,22 @@ def _nth(start: date, n: int, period: float, unit: str) -> date:
     raise UnsupportedTiming(f"period unit {unit!r} with period {period!r}")
 
 
+def _offset(k: int, frequency: int, period: float, unit: str) -> int:
+    """Day of the k-th of `frequency` doses in one period: spread evenly (3 a week: 0, 2, 4)."""
+    days = {"d": 1, "wk": 7}.get(unit)
+    if days is None or frequency > period * days:
+        raise UnsupportedTiming(f"{frequency} doses per {period:g} {unit}")
+    return int(k * period * days // frequency)
+
+
 def dose_dates(repeat: Mapping[str, Any], *, horizon: date | None = None) -> list[date]:
     """Every dose date of one `timing.repeat`; open-ended timings stop at `horizon`."""
     bounds = repeat.get("boundsPeriod") or {}
     if not isinstance(bounds.get("start"), str):
         raise UnsupportedTiming("boundsPeriod.start is missing")
-    if repeat.get("frequency", 1) != 1:
-        raise UnsupportedTiming("more than one dose per period")
+    frequency = repeat.get("frequency", 1)
+    if not isinstance(frequency, int) or frequency < 1:
+        raise UnsupportedTiming("frequency must be a positive whole number")
     start = date.fromisoformat(bounds["start"][:10])
     end = date.fromisoformat(bounds["end"][:10]) if isinstance(bounds.get("end"), str) else None
     count = repeat.get("count")
@@ -50,7 +61,9 @@ def dose_dates(repeat: Mapping[str, Any], *, horizon: date | None = None) -> lis
     out: list[date] = []
     n = 0
     while count is None or n < count:
-        day = _nth(start, n, period, unit)
+        day = _nth(start, n // frequency, period, unit)
+        if frequency > 1:
+            day += timedelta(days=_offset(n % frequency, frequency, period, unit))
         if last is not None and day > last:
             break
         out.append(day)

@@ -52,11 +52,10 @@ def _event(uid: str, stamp: str, day: date, summary: str, description: str) -> l
     ]
 
 
-def _rule(phase: PhaseView) -> str:
+def _rule(phase: PhaseView, start: date) -> str:
     repeat = phase.repeat
     unit = repeat["periodUnit"]
     rule = f"RRULE:FREQ={_FREQ[unit]};INTERVAL={int(repeat['period'])}"
-    start = phase.doses[0]
     if unit == "mo" and start.day > 28:
         rule += f";BYMONTHDAY={start.day},-1;BYSETPOS=1"
     return rule
@@ -82,9 +81,12 @@ def ics(view: ScheduleView, *, now: datetime) -> str:
         if phase.condition:
             notes += f" {phase.condition}"
         if phase.open_ended:
-            event = _event(f"{key}.{phase.number}@b12-cds", stamp, phase.doses[0], summary, notes)
-            event.insert(-1, _rule(phase))
-            lines += event
+            # One recurring event per dose of a period (three a week: three weekly events).
+            for k in range(min(phase.repeat.get("frequency", 1), len(phase.doses))):
+                uid = f"{key}.{phase.number}.r{k + 1}@b12-cds"
+                event = _event(uid, stamp, phase.doses[k], summary, notes)
+                event.insert(-1, _rule(phase, phase.doses[k]))
+                lines += event
             continue
         for n, day in enumerate(phase.doses, 1):
             uid = f"{key}.{phase.number}.{n}@b12-cds"

@@ -22,7 +22,8 @@ def golden_plan(slug: str, start: date = START) -> tuple[Plan, dict[str, list[di
     bundle = json.loads((PATIENTS / f"{slug}.json").read_text())
     resources = bundle_resources(bundle)
     patient = next(r["id"] for r in resources if r["resourceType"] == "Patient")
-    plan = ENGINE.plan(resources, start=start, patient_id=patient)
+    profile = json.loads((PATIENTS / f"{slug}.expected.json").read_text())["profile"]
+    plan = ENGINE.plan(resources, start=start, patient_id=patient, profile=profile)
     return plan, ENGINE.medication_requests(plan)
 
 
@@ -43,7 +44,7 @@ def _months(day: date, n: int) -> date:
 def mr_dates(mr: dict[str, Any], horizon: date) -> list[date]:
     """Dose dates of one MedicationRequest: every `period` from the start, `count` or end."""
     repeat = mr["dosageInstruction"][0]["timing"]["repeat"]
-    assert repeat["frequency"] == 1
+    per = repeat["frequency"]  # several a period: spread evenly over it (3 a week: 0, 2, 4)
     start = date.fromisoformat(repeat["boundsPeriod"]["start"])
     end_text = repeat["boundsPeriod"].get("end")
     end = date.fromisoformat(end_text) if end_text else horizon
@@ -51,12 +52,22 @@ def mr_dates(mr: dict[str, Any], horizon: date) -> list[date]:
     n = 0
     while "count" not in repeat or n < repeat["count"]:
         if repeat["periodUnit"] == "mo":
+            assert per == 1
             day = _months(start, n * repeat["period"])
         else:
             step = {"d": 1, "wk": 7}[repeat["periodUnit"]] * repeat["period"]
-            day = start + timedelta(days=n * step)
+            day = start + timedelta(days=(n // per) * step + (n % per) * step // per)
         if day > end:
             break
         out.append(day)
         n += 1
     return out
+
+
+def shown_dates(mr: dict[str, Any]) -> list[date]:
+    """The dates the schedule page shows: all, or a year of an open-ended phase."""
+    bounds = mr["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]
+    start = date.fromisoformat(bounds["start"])
+    if "end" in bounds:
+        return mr_dates(mr, date.fromisoformat(bounds["end"]))
+    return mr_dates(mr, _months(start, 12) - timedelta(days=1))
