@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cds_service.hooks.cards import OVERRIDE_REASONS
+from cds_service.hooks.cards.parts import OVERRIDE_REASONS
 
 logger = logging.getLogger("cds_service.feedback")
 

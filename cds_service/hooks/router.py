@@ -149,7 +149,11 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         try:
             # A few milliseconds of pure CPU for a usual request: a worker thread would only add
             # hand-off and GIL contention, so only large requests are offloaded.
-            plan, cards = await offload(lambda: answer(state, service, hook_request, record, today))
+            # Cards link to the service's pages: its public URL, else the one it was called at.
+            base_url = state.url(request, "")
+            plan, cards = await offload(
+                lambda: answer(state, service, hook_request, record, today, base_url)
+            )
         except InvalidResourceError as exc:
             key = record.fetched_references.get(exc.reference)
             if key is not None:
@@ -229,8 +233,10 @@ def answer(
     request: HookRequest,
     record: ResolvedRecord,
     today: date,
+    base_url: str = "",
 ) -> tuple[Plan, list[dict[str, Any]]]:
-    """The plan (for the audit trail) and the cards for one call."""
+    """The plan (for the audit trail) and the cards for one call; `base_url` is where the
+    cards' links to the pages point."""
     ctx = request.context
     plan = state.engine.plan(
         record.resources,
@@ -254,5 +260,6 @@ def answer(
         selections=tuple(selections) if isinstance(selections, list) else None,
         not_checked=tuple(sorted(record.missing)),
         authored_on=today,
+        base_url=base_url,
     )
     return plan, state.cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))

@@ -234,6 +234,8 @@ def _check(p: Protocol) -> None:
         cite(d.citations, f"rules.yaml: {d_id}")
         if d.when is not None:
             check_when(d.when, f"rules.yaml: {d_id}")
+    for o_id, o in p.rules.draft_order_rules.items():
+        cite(o.citations, f"rules.yaml: {o_id}")
     for d_id in CARDED_DEFICIENCY_RULES:
         carded = p.rules.deficiency_rules.get(d_id)
         if carded is None or carded.card is None:

@@ -151,6 +151,16 @@ class ResectedLength(Strict):
     ambiguous_words: tuple[str, ...]
 
 
+class DraftOrderRule(Strict):
+    """A check of the draft orders being signed that is not a safety rule (R8)."""
+
+    title: str
+    indicator: Indicator
+    summary: str = Field(max_length=139)
+    detail: str
+    citations: tuple[str, ...]
+
+
 class RulesTable(Strict):
     version: str
     deficiency_rules: dict[str, DeficiencyRule]
@@ -163,6 +173,7 @@ class RulesTable(Strict):
     severity: SeverityRule | None = None
     resected_length: ResectedLength | None = None
     unconfirmed_diagnosis: CardText | None = None
+    draft_order_rules: dict[str, DraftOrderRule] = Field(default_factory=dict)
 
 
 class Medication(Strict):
@@ -174,6 +185,8 @@ class Medication(Strict):
 class Route(Strict):
     coding: CodeEntry
     text: str
+    #: How a card summary names the route ("IM"); the route id where absent.
+    short: str | None = None
 
 
 class Timing(Strict):
@@ -245,6 +258,8 @@ class ProfilesTable(Strict):
 
 class Source(Strict):
     title: str
+    #: The short name a card link shows; the citation key where absent.
+    label: str | None = None
     url: str | None = None
 
 

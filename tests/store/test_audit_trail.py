@@ -20,6 +20,8 @@ PV = "/cds-services/b12-patient-view"
 OPERATOR = "operator-" + "x" * 40
 AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR}"}
 SLUG = "t2-pernicious-anemia-d51-0"
+#: A patient-view answer with a treatment card and a card of another kind beside it.
+TWO_KINDS = "s9-pregnancy"
 
 
 @pytest.fixture
@@ -31,8 +33,10 @@ def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
-async def _answer(c: httpx.AsyncClient, app: Any, hook_instance: str) -> list[dict[str, Any]]:
-    body = golden_request(SLUG, "patient-view")
+async def _answer(
+    c: httpx.AsyncClient, app: Any, hook_instance: str, slug: str = SLUG
+) -> list[dict[str, Any]]:
+    body = golden_request(slug, "patient-view")
     body["hookInstance"] = hook_instance
     body["context"]["encounterId"] = "enc-7"
     r = await c.post(PV, json=body)
@@ -177,9 +181,9 @@ async def test_apply_plans_are_audited(app: Any) -> None:
 
 async def test_feedback_is_stored_once_joined_and_counted(app: Any) -> None:
     async with _client(app) as c:
-        cards = await _answer(c, app, "fb-1")
+        cards = await _answer(c, app, "fb-1", TWO_KINDS)
         treatment = next(card for card in cards if card["extension"]["card"] == "treatment")
-        other = next(card for card in cards if card is not treatment)
+        other = next(card for card in cards if card["extension"]["card"] != "treatment")
         feedback = {
             "feedback": [
                 {

@@ -18,6 +18,8 @@ from .service_process import ServiceProcess
 
 PV = "/cds-services/b12-patient-view"
 SLUG = "t2-pernicious-anemia-d51-0"
+#: A patient-view answer with a treatment card and a card of another kind beside it.
+TWO_KINDS = "s9-pregnancy"
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -60,7 +62,7 @@ def test_a_restart_keeps_everything_and_sigkill_loses_no_acknowledged_feedback(
     database_env: dict[str, str],
 ) -> None:
     service = ServiceProcess(database_env)
-    body = golden_request(SLUG, "patient-view")
+    body = golden_request(TWO_KINDS, "patient-view")
     feedback_path = PV + "/feedback"
     with service:
         with httpx.Client(base_url=service.base_url, timeout=30) as c:
@@ -92,7 +94,7 @@ def test_a_restart_keeps_everything_and_sigkill_loses_no_acknowledged_feedback(
             treatment_figures = next(e for e in figures["byKind"] if e["kind"] == "treatment")
             assert treatment_figures["shown"] == 2 and treatment_figures["accepted"] == 1
 
-            other = next(card for card in cards if card is not treatment)
+            other = next(card for card in cards if card["extension"]["card"] != "treatment")
             overridden = _feedback(
                 other,
                 outcome="overridden",
