@@ -4,6 +4,7 @@
     python -m bench --smoke         # CI: tiny durations, asserts every request got HTTP 200
     python -m bench --profile       # in-process stage profile of one patient-view request
     python -m bench --scaling       # 2 workers against 1, bare app and service (--workers N)
+    python -m bench --audit-cost    # audit on against off, in-process rounds (with --smoke: CI)
 
 The cases are data (CASES below). A case whose probe request answers a status in its
 `skip_statuses` (412: the fallback fetch is not wired yet) is reported as skipped, not failed.
@@ -468,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--scaling", action="store_true", help="N workers (--workers, default 2) against one"
     )
+    parser.add_argument(
+        "--audit-cost",
+        action="store_true",
+        help="audit trail on against off, in-process, alternating rounds (--smoke: a quick run)",
+    )
+    parser.add_argument("--rounds", type=int, help="--audit-cost: rounds (default 8; smoke 2)")
     parser.add_argument("--stack", choices=STACKS, default="standard", help="HTTP server stack")
     parser.add_argument("--workers", type=int, help="worker processes per app (default 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
@@ -476,15 +483,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
-    parser.add_argument("-n", type=int, default=2000, help="--profile: runs (default 2000)")
+    parser.add_argument(
+        "-n", type=int, help="--profile: runs (default 2000); --audit-cost: calls per app a round"
+    )
     parser.add_argument("--hook", choices=("patient-view", "order-sign"), default="patient-view")
     parser.add_argument("--service-app", default=SERVICE_APP, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.audit_cost:
+        if args.profile or args.scaling:
+            parser.error("--audit-cost runs alone (or with --smoke)")
+        return audit_cost(args)
+
     if args.profile:
         from bench.stages import format_profile, profile
 
-        result = profile(args.n, hook=args.hook)
+        result = profile(args.n or 2000, hook=args.hook)
         out = args.out or RESULTS / "profile.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -542,6 +556,40 @@ def main(argv: list[str] | None = None) -> int:
     if smoke:
         print("smoke: " + ("FAILED" if problems else "ok (timings are not checked)"))
     return 1 if problems else 0
+
+
+def audit_cost(args: argparse.Namespace) -> int:
+    """`--audit-cost`: the table, bench/results/audit_cost.json; 1 only on a wrong answer."""
+    import asyncio
+
+    from bench.audit_cost import HEADER, format_result, measure, problems, round_line
+
+    smoke = bool(args.smoke)
+    concurrency = int((args.concurrency or ("2" if smoke else "4")).split(",")[0])
+    busy = _cpu_busy()
+    print(HEADER, file=sys.stderr, flush=True)
+    result = asyncio.run(
+        measure(
+            rounds=args.rounds or (2 if smoke else 8),
+            n=args.n or (20 if smoke else 300),
+            concurrency=concurrency,
+            warmup=10 if smoke else 100,
+            database_url=os.environ.get("CDS_DATABASE_URL") or None,
+            on_round=lambda i, r: print(round_line(i, r), file=sys.stderr, flush=True),
+        )
+    )
+    result["machine"] = {"cpus": os.cpu_count(), "cpu_busy_before_start": busy}
+    out = args.out or RESULTS / ("audit_cost_smoke.json" if smoke else "audit_cost.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_result(result))
+    print(f"\nResults: {out}")
+    found = problems(result)
+    for p in found:
+        print(f"PROBLEM: {p}", file=sys.stderr)
+    if smoke:
+        print("audit-cost smoke: " + ("FAILED" if found else "ok (timings are not checked)"))
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

@@ -175,3 +175,17 @@ def test_the_workload_validates_the_results_its_rules_read(monkeypatch: pytest.M
     assert sorted(r for r in read if r.startswith("Observation/")) == sorted(expected)
     kinds = [r.split("/")[0] for r in read]
     assert [kinds.count(k) for k in ("Patient", "Condition", "Observation")] == [1, 1, 4]
+
+
+def test_audit_cost_measures_both_apps_and_audits_every_answer() -> None:
+    import asyncio
+
+    from bench.audit_cost import format_result, measure, problems
+
+    result = asyncio.run(measure(rounds=2, n=4, concurrency=2, warmup=2))
+    assert problems(result) == []
+    assert result["audited"] == result["expected_audited"] == 8
+    assert [r["order"] for r in result["rounds"]] == ["off,on", "on,off"]
+    for r in result["rounds"]:
+        assert r["off_cpu_ms"] > 0 and r["on_cpu_ms"] > 0
+    assert "Throughput cost of the audit" in format_result(result)

@@ -1,0 +1,287 @@
+"""What the audit trail costs patient-view: the service with its audit write on and off, side by
+side in one process, in alternating rounds.
+
+Two apps are built with `create_app` on fresh SQLite databases (or `CDS_DATABASE_URL`); in the
+"off" app the answer's audit step (`ServiceState.audit`: building the GuidanceResponse and
+queueing it) does nothing. Each round drives both with the same patient-view body through the
+whole ASGI stack (middleware, router, engine, cards, response) with `concurrency` calls in
+flight, and times the "on" app until its write-behind queue is empty, so the batch inserts and
+commits are inside the figure. The order of the two alternates from round to round, so a
+machine that gets busier or quieter during the run biases neither.
+
+The figure is CPU time of this process per answer (`time.process_time`: every thread, the
+SQLite driver's included), which other processes on a shared machine disturb much less than
+wall time; wall time is reported too. Throughput cost = 1 - off/on: the share of patient-view
+answers per CPU-second that the audit takes away (target <= 10%). Without HTTP the denominator
+is smaller than a server's, so the share is, if anything, larger than under `python -m bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+
+from bench import workload
+
+PATH = "/cds-services/b12-patient-view"
+#: The throughput the audit may take from patient-view.
+TARGET_COST = 0.10
+
+
+@dataclass(frozen=True)
+class Round:
+    order: str
+    off_cpu_ms: float
+    on_cpu_ms: float
+    off_wall_ms: float
+    on_wall_ms: float
+
+    @property
+    def cost(self) -> float:
+        """Share of throughput (answers per CPU-second) lost to the audit."""
+        return 1 - self.off_cpu_ms / self.on_cpu_ms
+
+    @property
+    def wall_cost(self) -> float:
+        return 1 - self.off_wall_ms / self.on_wall_ms
+
+
+def _scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench.local"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def _call(app: Any, body: bytes) -> int:
+    """One request through the app's whole ASGI stack; its HTTP status."""
+    delivered = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.get_running_loop().create_future()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+
+    await app(_scope(body), receive, send)
+    return status
+
+
+async def _drive(app: Any, body: bytes, n: int, concurrency: int) -> list[int]:
+    """`n` calls with `concurrency` in flight (a closed loop of that many clients)."""
+    statuses: list[int] = []
+    left = n
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            statuses.append(await _call(app, body))
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return statuses
+
+
+async def _timed(step: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
+    """CPU and wall milliseconds per call of `step()` (which makes `n` calls)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    await step()
+    return (time.process_time() - cpu) * 1000 / n, (time.perf_counter() - wall) * 1000 / n
+
+
+def _settings(database_url: str | None) -> Any:
+    from cds_service.settings import Settings
+
+    values: dict[str, Any] = {"auth": False}
+    if database_url:
+        values["database_url"] = database_url
+    else:
+        values["data_dir"] = tempfile.mkdtemp(prefix="b12-cds-audit-cost-")
+    return Settings(**values)
+
+
+async def _no_audit(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+async def _audited_count(app: Any) -> int:
+    from sqlalchemy import func, select
+
+    from cds_service.store.tables import guidance_response
+
+    async with app.state.cds.store.database().connect() as connection:
+        return int(
+            (
+                await connection.execute(select(func.count()).select_from(guidance_response))
+            ).scalar_one()
+        )
+
+
+async def measure(
+    *,
+    rounds: int,
+    n: int,
+    concurrency: int,
+    warmup: int,
+    database_url: str | None = None,
+    on_round: Callable[[int, Round], None] | None = None,
+) -> dict[str, Any]:
+    from cds_service.app import create_app
+
+    body = orjson.dumps(workload.patient_view_request())
+    today: Callable[[], date] = lambda: workload.START  # noqa: E731
+    on = create_app(_settings(database_url), clock=today)
+    off = create_app(_settings(database_url), clock=today)
+    off.state.cds.audit = _no_audit
+    audit = on.state.cds.store.audit
+    results: list[Round] = []
+    bad: list[int] = []
+    async with AsyncExitStack() as stack:
+        for app in (on, off):
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        for app in (on, off):
+            bad += [s for s in await _drive(app, body, warmup, concurrency) if s != 200]
+        await audit.flush()
+        before = await _audited_count(on)
+
+        async def run_on() -> None:
+            bad.extend(s for s in await _drive(on, body, n, concurrency) if s != 200)
+            await audit.flush()  # the writes belong to the answers that queued them
+
+        async def run_off() -> None:
+            bad.extend(s for s in await _drive(off, body, n, concurrency) if s != 200)
+
+        for i in range(rounds):
+            if i % 2 == 0:
+                off_cpu, off_wall = await _timed(run_off, n)
+                on_cpu, on_wall = await _timed(run_on, n)
+            else:
+                on_cpu, on_wall = await _timed(run_on, n)
+                off_cpu, off_wall = await _timed(run_off, n)
+            result = Round("off,on" if i % 2 == 0 else "on,off", off_cpu, on_cpu, off_wall, on_wall)
+            results.append(result)
+            if on_round is not None:
+                on_round(i, result)
+        audited = await _audited_count(on) - before
+    costs = [r.cost for r in results]
+    wall_costs = [r.wall_cost for r in results]
+    return {
+        "rounds": [
+            {
+                "order": r.order,
+                "off_cpu_ms": r.off_cpu_ms,
+                "on_cpu_ms": r.on_cpu_ms,
+                "off_wall_ms": r.off_wall_ms,
+                "on_wall_ms": r.on_wall_ms,
+                "cost": r.cost,
+                "wall_cost": r.wall_cost,
+            }
+            for r in results
+        ],
+        "settings": {
+            "rounds": rounds,
+            "calls_per_round": n,
+            "concurrency": concurrency,
+            "warmup": warmup,
+            "database": "CDS_DATABASE_URL" if database_url else "SQLite (CDS_DATA_DIR)",
+            "request_bytes": len(body),
+        },
+        "cost_median": statistics.median(costs),
+        "cost_min": min(costs),
+        "cost_max": max(costs),
+        "wall_cost_median": statistics.median(wall_costs),
+        "off_cpu_ms_median": statistics.median(r.off_cpu_ms for r in results),
+        "on_cpu_ms_median": statistics.median(r.on_cpu_ms for r in results),
+        "target": TARGET_COST,
+        "met": statistics.median(costs) <= TARGET_COST,
+        "audited": audited,
+        "expected_audited": rounds * n,
+        "non_200": len(bad),
+    }
+
+
+def round_line(i: int, r: Round) -> str:
+    return (
+        f"| {i + 1:>5} | {r.order:<6} | {r.off_cpu_ms:>10.2f} | {r.on_cpu_ms:>9.2f} | "
+        f"{r.cost * 100:>6.1f}% | {r.off_wall_ms:>11.2f} | {r.on_wall_ms:>10.2f} | "
+        f"{r.wall_cost * 100:>8.1f}% |"
+    )
+
+
+HEADER = (
+    "| round | order  | off CPU ms | on CPU ms |   cost | off wall ms | on wall ms | wall cost |\n"
+    "|------:|--------|-----------:|----------:|-------:|------------:|-----------:|----------:|"
+)
+
+
+def format_result(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        f"Audit cost, patient-view in-process ({s['request_bytes'] / 1024:.1f} KiB request), "
+        f"{s['rounds']} rounds x {s['calls_per_round']} calls per app, concurrency "
+        f"{s['concurrency']}, {s['database']}",
+        HEADER,
+    ]
+    lines += [
+        round_line(
+            i,
+            Round(r["order"], r["off_cpu_ms"], r["on_cpu_ms"], r["off_wall_ms"], r["on_wall_ms"]),
+        )
+        for i, r in enumerate(result["rounds"])
+    ]
+    met = "yes" if result["met"] else "NO"
+    lines += [
+        "",
+        f"CPU ms per answer (median): off {result['off_cpu_ms_median']:.2f}, "
+        f"on {result['on_cpu_ms_median']:.2f}",
+        f"Throughput cost of the audit (CPU): median {result['cost_median'] * 100:.1f}% "
+        f"(rounds {result['cost_min'] * 100:.1f}% to {result['cost_max'] * 100:.1f}%); "
+        f"wall median {result['wall_cost_median'] * 100:.1f}%. "
+        f"Target <= {result['target'] * 100:.0f}%: {met}",
+        f"Audit records written: {result['audited']} of {result['expected_audited']}; "
+        f"non-200 answers: {result['non_200']}",
+    ]
+    return "\n".join(lines)
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """What makes a run wrong whatever the timings (the smoke run fails on these only)."""
+    out = []
+    if result["non_200"]:
+        out.append(f"{result['non_200']} answer(s) were not 200")
+    if result["audited"] != result["expected_audited"]:
+        out.append(
+            f"{result['audited']} audit records written for {result['expected_audited']} answers"
+        )
+    return out
