@@ -25,7 +25,12 @@ from cds_service.engine import Engine
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.fetch.budget import MemoryBudget
 from cds_service.fetch.client import QueryObserver
-from cds_service.fhir.guidance_response import Answer, care_plan_parameters, guidance_response
+from cds_service.fhir.guidance_response import (
+    Answer,
+    card_parameters,
+    care_plan_parameters,
+    guidance_response,
+)
 from cds_service.hooks.cards import CardBuilder
 from cds_service.hooks.limits import Caps
 from cds_service.middleware.call_record import call_record
@@ -65,17 +70,20 @@ class ServiceState:
     def url(self, request: Request, path: str) -> str:
         return (self.settings.public_base_url or str(request.base_url).rstrip("/")) + path
 
-    async def audit(
+    async def audit(self, answer: Answer, plan: Plan, cards: list[dict[str, Any]]) -> None:
+        """Queue the GuidanceResponse of a CDS Hooks answer (written behind; cds_service.store)."""
+        await self._record(answer, plan, card_parameters(cards), cards)
+
+    async def _record(
         self,
         answer: Answer,
         plan: Plan,
         outputs: list[dict[str, Any]],
         cards: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Queue the answer's GuidanceResponse (written behind; see cds_service.store)."""
         resource = guidance_response(answer, plan, self.engine.protocol, outputs, "success")
         await self.store.audit.record(
-            AuditRecord(resource, answer.service, answer.occurred, tuple(cards or ()))
+            AuditRecord.of(resource, answer.service, answer.occurred, cards or ())
         )
 
     async def audit_plan(
@@ -99,7 +107,7 @@ class ServiceState:
             user=parsed.practitioner,
             service=f"PlanDefinition/{plan_definition['id']}",
         )
-        await self.audit(answer, plan, care_plan_parameters(plan_definition, care_plan))
+        await self._record(answer, plan, care_plan_parameters(plan_definition, care_plan))
 
 
 def build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:

@@ -24,7 +24,7 @@ from cds_service.api_errors import ApiError, FastJSONResponse
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.clinical.regimen import Plan
 from cds_service.fetch.budget import call_scope
-from cds_service.fhir.guidance_response import Answer, card_parameters
+from cds_service.fhir.guidance_response import Answer
 from cds_service.hooks.cards import HookContext
 from cds_service.hooks.feedback import log_feedback
 from cds_service.hooks.limits import TooLargeError, check_caps
@@ -181,7 +181,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             user=ctx.get("userId"),
             service=service.id,
         )
-        await state.audit(audited, plan, card_parameters(cards), cards)
+        await state.audit(audited, plan, cards)
         noted.cards = [_kind_and_rules(card) for card in cards]
         return FastJSONResponse({"cards": cards})
 

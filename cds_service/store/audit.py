@@ -1,4 +1,5 @@
-"""The audit trail: one GuidanceResponse per answer, and the cards it issued.
+"""The audit trail: one GuidanceResponse per answer, and the cards it issued (one row each,
+with the rule ids it cites as a JSON array).
 
 Answers are written behind (`WriteBehind`): the CDS client gets its cards without waiting for
 a commit. Reads and searches are for the operator API; `purge` applies the retention period.
@@ -17,19 +18,70 @@ from sqlalchemy import delete, func, select
 from cds_service.store.database import AsyncEngineSource
 from cds_service.store.dialect import insert_for
 from cds_service.store.queue import WriteBehind
-from cds_service.store.tables import card_rule, feedback, guidance_response, issued_card
+from cds_service.store.tables import feedback, guidance_response, issued_card
 
 JSON = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    """One answer to store: the GuidanceResponse and the cards it names."""
+@dataclass(frozen=True, slots=True)
+class IssuedCard:
+    """A card of an answer, as the feedback join and the figures per kind and rule need it."""
 
-    resource: JSON
+    uuid: str
+    kind: str
+    #: JSON arrays (text): the rule ids the card cites and its suggestion uuids.
+    rules: str
+    suggestions: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One answer to store, already flat: the GuidanceResponse as JSON text and its cards.
+
+    Made flat when the answer is given (`of`), so the queue holds a few strings per answer
+    rather than the cards' object graph: large graphs held across the write-behind delay would
+    survive into older collector generations and make every later collection walk them.
+    """
+
+    id: str
+    request_identifier: str
     service: str
+    subject: str | None
     occurred: datetime
-    cards: tuple[Mapping[str, Any], ...] = ()
+    status: str
+    resource: str
+    cards: tuple[IssuedCard, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        resource: Mapping[str, Any],
+        service: str,
+        occurred: datetime,
+        cards: Sequence[Mapping[str, Any]] = (),
+    ) -> AuditRecord:
+        return cls(
+            id=resource["id"],
+            request_identifier=resource["requestIdentifier"]["value"],
+            service=service,
+            subject=(resource.get("subject") or {}).get("reference"),
+            occurred=occurred,
+            status=resource["status"],
+            resource=orjson.dumps(resource).decode(),
+            cards=tuple(_issued(card) for card in cards if isinstance(card.get("uuid"), str)),
+        )
+
+
+def _issued(card: Mapping[str, Any]) -> IssuedCard:
+    extension = card.get("extension") or {}
+    return IssuedCard(
+        uuid=card["uuid"],
+        kind=str(extension.get("card", "unknown")),
+        rules=orjson.dumps([str(r) for r in extension.get("rules", ())]).decode(),
+        suggestions=orjson.dumps(
+            [s["uuid"] for s in card.get("suggestions", ()) if s.get("uuid")]
+        ).decode(),
+    )
 
 
 @dataclass(frozen=True)
@@ -38,32 +90,19 @@ class SearchPage:
     resources: list[JSON]
 
 
-def _card_rows(record: AuditRecord) -> tuple[list[JSON], list[JSON]]:
-    cards: list[JSON] = []
-    rules: list[JSON] = []
-    for card in record.cards:
-        uuid = card.get("uuid")
-        if not isinstance(uuid, str):
-            continue
-        extension = card.get("extension") or {}
-        suggestions = [s["uuid"] for s in card.get("suggestions", ()) if s.get("uuid")]
-        cards.append(
-            {
-                "card_uuid": uuid,
-                "guidance_response_id": record.resource["id"],
-                "service": record.service,
-                "kind": str(extension.get("card", "unknown")),
-                "suggestions": orjson.dumps(suggestions).decode(),
-                "issued_at": record.occurred,
-            }
-        )
-        rules += [{"card_uuid": uuid, "rule_id": str(r)} for r in extension.get("rules", ())]
-    return cards, rules
-
-
 class AuditLog:
-    def __init__(self, engine: AsyncEngineSource, *, delay_s: float = 0.05) -> None:
+    """`engine` reads and purges; `writer` commits the batches (on SQLite a connection that
+    does not fsync each commit: see `Database.audit_writer`)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngineSource,
+        *,
+        writer: AsyncEngineSource | None = None,
+        delay_s: float = 0.05,
+    ) -> None:
         self._engine = engine
+        self._writer = writer or engine
         self.queue: WriteBehind[AuditRecord] = WriteBehind(self._write, delay_s=delay_s)
 
     async def record(self, record: AuditRecord) -> None:
@@ -75,23 +114,30 @@ class AuditLog:
     async def _write(self, batch: Sequence[AuditRecord]) -> None:
         responses = [
             {
-                "id": r.resource["id"],
-                "request_identifier": r.resource["requestIdentifier"]["value"],
+                "id": r.id,
+                "request_identifier": r.request_identifier,
                 "module": r.service,
-                "subject": (r.resource.get("subject") or {}).get("reference"),
+                "subject": r.subject,
                 "occurred_at": r.occurred,
-                "status": r.resource["status"],
-                "resource": orjson.dumps(r.resource).decode(),
+                "status": r.status,
+                "resource": r.resource,
             }
             for r in batch
         ]
-        cards: list[JSON] = []
-        rules: list[JSON] = []
-        for r in batch:
-            c, k = _card_rows(r)
-            cards += c
-            rules += k
-        async with self._engine().begin() as connection:
+        cards = [
+            {
+                "card_uuid": card.uuid,
+                "guidance_response_id": r.id,
+                "service": r.service,
+                "kind": card.kind,
+                "rules": card.rules,
+                "suggestions": card.suggestions,
+                "issued_at": r.occurred,
+            }
+            for r in batch
+            for card in r.cards
+        ]
+        async with self._writer().begin() as connection:
             # A batch retried after a failure that had in fact committed inserts nothing twice.
             await connection.execute(
                 insert_for(connection, guidance_response).on_conflict_do_nothing(), responses
@@ -99,10 +145,6 @@ class AuditLog:
             if cards:
                 await connection.execute(
                     insert_for(connection, issued_card).on_conflict_do_nothing(), cards
-                )
-            if rules:
-                await connection.execute(
-                    insert_for(connection, card_rule).on_conflict_do_nothing(), rules
                 )
 
     async def read(self, response_id: str) -> JSON | None:
@@ -158,11 +200,7 @@ class AuditLog:
 
     async def purge(self, before: datetime) -> dict[str, int]:
         """Delete answers, their cards and the feedback on them older than `before`."""
-        old_cards = select(issued_card.c.card_uuid).where(issued_card.c.issued_at < before)
         async with self._engine().begin() as connection:
-            rules = await connection.execute(
-                delete(card_rule).where(card_rule.c.card_uuid.in_(old_cards))
-            )
             fb = await connection.execute(delete(feedback).where(feedback.c.received_at < before))
             cards = await connection.execute(
                 delete(issued_card).where(issued_card.c.issued_at < before)
@@ -173,6 +211,5 @@ class AuditLog:
         return {
             "guidanceResponses": int(responses.rowcount or 0),
             "cards": int(cards.rowcount or 0),
-            "cardRules": int(rules.rowcount or 0),
             "feedback": int(fb.rowcount or 0),
         }

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, true
 
 from cds_service.hooks.feedback import FeedbackRecord
 from cds_service.hooks.models import FeedbackRequest
 from cds_service.store.audit import AuditLog
 from cds_service.store.database import AsyncEngineSource
-from cds_service.store.dialect import insert_for
-from cds_service.store.tables import card_rule, feedback, issued_card
+from cds_service.store.dialect import insert_for, json_elements
+from cds_service.store.tables import feedback, issued_card
 
 JSON = dict[str, Any]
 #: How long feedback waits for this worker's pending audit records before it is joined.
@@ -122,12 +122,13 @@ class FeedbackLog:
         joined = issued_card.join(
             feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service)
         )
-        by_rule = issued_card.join(card_rule, card_rule.c.card_uuid == c.card_uuid)
         async with self._engine().connect() as connection:
 
             async def rows(statement: Any) -> list[Any]:
                 return list(await connection.execute(statement))
 
+            rule = json_elements(connection, c.rules)
+            by_rule = issued_card.join(rule, true())
             shown_kind = await rows(select(c.kind, func.count()).where(in_period).group_by(c.kind))
             outcome_kind = await rows(
                 select(c.kind, f.outcome, func.count(func.distinct(c.card_uuid)))
@@ -142,22 +143,22 @@ class FeedbackLog:
                 .group_by(c.kind, f.override_reason_code)
             )
             shown_rule = await rows(
-                select(card_rule.c.rule_id, func.count())
+                select(rule.c.value, func.count())
                 .select_from(by_rule)
                 .where(in_period)
-                .group_by(card_rule.c.rule_id)
+                .group_by(rule.c.value)
             )
             outcome_rule = await rows(
-                select(card_rule.c.rule_id, f.outcome, func.count(func.distinct(c.card_uuid)))
+                select(rule.c.value, f.outcome, func.count(func.distinct(c.card_uuid)))
                 .select_from(
                     by_rule.join(feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service))
                 )
                 .where(in_period)
-                .group_by(card_rule.c.rule_id, f.outcome)
+                .group_by(rule.c.value, f.outcome)
             )
             reason_rule = await rows(
                 select(
-                    card_rule.c.rule_id,
+                    rule.c.value,
                     f.override_reason_code,
                     func.count(func.distinct(c.card_uuid)),
                 )
@@ -165,7 +166,7 @@ class FeedbackLog:
                     by_rule.join(feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service))
                 )
                 .where(in_period, f.outcome == "overridden")
-                .group_by(card_rule.c.rule_id, f.override_reason_code)
+                .group_by(rule.c.value, f.override_reason_code)
             )
             unknown = (
                 await connection.execute(

@@ -40,7 +40,9 @@ guidance_response = Table(
     Index("ix_guidance_response_occurred", "occurred_at"),
 )
 
-#: Every card answered, so feedback can be joined to the answer and counted per kind and rule.
+#: Every card answered, so feedback can be joined to the answer and counted per kind and rule
+#: (`rules`: the rule ids the card cites, extension.rules, a JSON array read by
+#: `dialect.rule_ids`).
 issued_card = Table(
     "issued_card",
     metadata,
@@ -48,20 +50,11 @@ issued_card = Table(
     Column("guidance_response_id", String(64), nullable=False),
     Column("service", String(128), nullable=False),
     Column("kind", String(64), nullable=False),
+    Column("rules", Text, nullable=False, server_default="[]"),
     Column("suggestions", Text, nullable=False),  # JSON array of suggestion uuids
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Index("ix_issued_card_issued", "issued_at"),
     Index("ix_issued_card_response", "guidance_response_id"),
-)
-
-#: The rule ids each card cites (extension.rules), for counts per rule.
-card_rule = Table(
-    "card_rule",
-    metadata,
-    Column("card_uuid", String(64), nullable=False),
-    Column("rule_id", String(16), nullable=False),
-    PrimaryKeyConstraint("card_uuid", "rule_id", name="pk_card_rule"),
-    Index("ix_card_rule_rule", "rule_id"),
 )
 
 #: CDS Hooks feedback, one row per feedback item; `dedupe_key` makes a resent item a no-op.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,38 @@ def test_the_service_stops_with_one_line_naming_the_variable() -> None:
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert lines[0].startswith("b12-cds: cannot start: CDS_DATABASE_URL: cannot reach")
     assert "hunter2" not in done.stderr
+
+
+def test_card_rule_rows_move_into_the_rules_column(store_settings: Any) -> None:
+    """A database of the first schema keeps the rule ids of its cards through the upgrade."""
+    from sqlalchemy import text
+
+    from cds_service.store.migrate import upgrade
+
+    target = database_url(store_settings(auth=False))
+    upgrade(target, "0001")
+
+    async def run(statements: list[str]) -> list[Any]:
+        engine = create_engine(target)
+        try:
+            async with engine.begin() as connection:
+                out = [await connection.execute(text(s)) for s in statements]
+                return [list(r) if r.returns_rows else None for r in out]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(
+        run(
+            [
+                "INSERT INTO issued_card (card_uuid, guidance_response_id, service, kind, "
+                "suggestions, issued_at) VALUES ('c1', 'g1', 'b12-patient-view', 'treatment', "
+                "'[]', '2026-12-01 10:00:00'), ('c2', 'g1', 'b12-patient-view', 'info', '[]', "
+                "'2026-12-01 10:00:00')",
+                "INSERT INTO card_rule (card_uuid, rule_id) VALUES ('c1', 'S2'), ('c1', 'D1')",
+            ]
+        )
+    )
+    upgrade(target)
+    (rows,) = asyncio.run(run(["SELECT card_uuid, rules FROM issued_card ORDER BY card_uuid"]))
+    assert [(r[0], json.loads(r[1])) for r in rows] == [("c1", ["D1", "S2"]), ("c2", [])]
+    assert _schema_differences(store_settings(auth=False)) == []
