@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from cds_service.clinical.extract import InvalidResourceError
+from cds_service.clinical.references import full_urls_of
 from cds_service.engine import Engine, bundle_resources
 from cds_service.hooks.models import RequestError, parse_hook_request
 from cds_service.hooks.prefetch import MissingPrefetch, PrefetchError, resolve
@@ -43,6 +44,8 @@ class Record:
     resources: list[Mapping[str, Any]]
     patient_id: str | None
     draft_orders: tuple[Mapping[str, Any], ...]
+    #: Bundle `fullUrl` -> resource, for references between the record's resources.
+    full_urls: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _read_json(path: str) -> tuple[str, Any]:
@@ -66,7 +69,7 @@ def _bundle_record(name: str, data: dict[str, Any]) -> Record:
     except (ValidationError, ValueError) as exc:
         count = len(exc.errors()) if isinstance(exc, ValidationError) else 1
         raise InputError(f"{name} is not a valid FHIR R4 Bundle ({count} error(s))") from None
-    return Record(list(bundle_resources(data)), None, ())
+    return Record(list(bundle_resources(data)), None, (), full_urls_of(data))
 
 
 def _hook_record(name: str, data: dict[str, Any]) -> Record:
@@ -79,7 +82,12 @@ def _hook_record(name: str, data: dict[str, Any]) -> Record:
     except MissingPrefetch as exc:
         missing = "; ".join(f"{k}: {v}" for k, v in sorted(exc.details.items()))
         raise InputError(f"{name}: required prefetch missing: {missing}") from None
-    return Record(list(resolved.resources), resolved.patient_id, tuple(resolved.draft_orders))
+    return Record(
+        list(resolved.resources),
+        resolved.patient_id,
+        tuple(resolved.draft_orders),
+        resolved.scope.full_urls,
+    )
 
 
 def load_record(path: str) -> Record:
@@ -156,6 +164,7 @@ def _plan(args: argparse.Namespace) -> int:
             profile=args.profile,
             patient_id=record.patient_id,
             draft_orders=record.draft_orders,
+            full_urls=record.full_urls,
         )
     except (InputError, InvalidResourceError, UnknownProfileError, ProtocolError) as exc:
         print(f"b12-cds: {exc}", file=sys.stderr)

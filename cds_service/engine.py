@@ -45,9 +45,18 @@ class Engine:
         profile: str | None = None,
         patient_id: str | None = None,
         draft_orders: Iterable[Mapping[str, Any]] = (),
+        base_url: str | None = None,
+        full_urls: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Plan:
+        """`base_url` and `full_urls` resolve references between the record's resources
+        (a `medicationReference` to a Medication of the prefetch or of a Bundle)."""
         facts = self.extractor.extract(
-            resources, patient_id=patient_id, draft_orders=draft_orders, today=start
+            resources,
+            patient_id=patient_id,
+            draft_orders=draft_orders,
+            today=start,
+            base_url=base_url,
+            full_urls=full_urls,
         )
         assessment = self.assessor.assess(facts, day=start, profile=profile)
         return self.planner.plan(assessment, start=start)

@@ -44,6 +44,7 @@ SPECS: Mapping[str, Mapping[str, Any]] = {
         "status": _STRING,
         "subject": _REFERENCE,
         "medicationCodeableConcept": _CONCEPT,
+        "medicationReference": _REFERENCE,
         "authoredOn": _STRING,
         "dosageInstruction": [_DOSAGE],
         "priorPrescription": _REFERENCE,

@@ -10,7 +10,7 @@ borderline. Status filtering follows protocol section 1.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from cds_service.clinical.draft_fields import unreadable_field
 from cds_service.clinical.facts import CodedRecord, Facts, LabResult
 from cds_service.clinical.lengths import length_in_text, length_quantity, longest
 from cds_service.clinical.raw import OBJECT
+from cds_service.clinical.references import resolve
 from cds_service.clinical.units import read_qualitative, read_quantity
 from cds_service.fhir.validation import resource_validator
 from cds_service.protocol import Protocol
@@ -105,6 +106,7 @@ VALIDATED_TYPES = (
     "MedicationStatement",
     "AllergyIntolerance",
     "ServiceRequest",
+    "Medication",
 )
 
 
@@ -197,8 +199,85 @@ def _effective(resource: Resource) -> datetime | None:
     )
 
 
-def _medication_concept(resource: Resource) -> Any:
-    return resource.get("medicationCodeableConcept") or {}
+#: (type, id) -> resource: the Medications of a record, for `medicationReference`.
+Found = Mapping[tuple[str, str], Resource]
+
+
+@dataclass(frozen=True)
+class _Product:
+    """What a medication resource says it gives: its concepts, or why that cannot be read."""
+
+    concepts: tuple[Any, ...] = ()
+    #: A Medication's form ("Oral Tablet"): read for the route, never as the product's name.
+    form: Any = None
+    #: A referenced Medication that is not contained (validated on its own), if any.
+    medication: Resource | None = None
+    problem: str | None = None
+
+    @property
+    def codings(self) -> tuple[tuple[str, str], ...]:
+        return tuple(c for concept in self.concepts for c in _codings(concept))
+
+    @property
+    def label(self) -> str:
+        """A name a clinician reads: the first concept with text or a display (a Medication's
+        code may be a bare RxNorm code while its ingredient is named), else its code."""
+        for concept in self.concepts:
+            if _words(concept).strip():
+                return _label(concept)
+        return _label(self.concepts[0]) if self.concepts else "unnamed"
+
+    @property
+    def name_words(self) -> str:
+        return _words(*self.concepts)
+
+    @property
+    def words(self) -> str:
+        return _words(*self.concepts, self.form)
+
+
+def _product(
+    res: Resource,
+    found: Found,
+    *,
+    base_url: str | None = None,
+    full_urls: Mapping[str, Resource] | None = None,
+) -> _Product:
+    """The product of a MedicationRequest / MedicationStatement: `medicationCodeableConcept`,
+    or the Medication its `medicationReference` names (contained `#id`, a Bundle entry, or a
+    Medication of the record) read by its code, its ingredients and its form."""
+    concept = res.get("medicationCodeableConcept")
+    reference = res.get("medicationReference")
+    if concept is not None or reference is None:
+        return _Product((concept or {},))
+    med = resolve(res, reference, found, base_url=base_url, full_urls=full_urls)
+    named = reference.get("reference") if isinstance(reference, OBJECT) else None
+    if not isinstance(med, OBJECT) or med.get("resourceType") != "Medication":
+        shown = named[:80] if isinstance(named, str) else "with no reference"
+        return _Product(problem=f"medication {shown} is not in the record")
+    ingredients = [
+        i.get("itemCodeableConcept") for i in _list(med.get("ingredient")) if isinstance(i, OBJECT)
+    ]
+    contained = isinstance(named, str) and named.startswith("#")
+    return _Product(
+        (med.get("code") or {}, *ingredients),
+        form=med.get("form"),
+        medication=None if contained else med,
+    )
+
+
+def _code_only(product: _Product) -> str | None:
+    """Why a product no table recognises could still be B12 or folic acid: it is named by a
+    code alone (no display, no text) or by nothing, so its words could not be read either."""
+    if product.problem:
+        return product.problem
+    if product.name_words.strip():
+        return None
+    codes = [f"{system or '(no system)'}|{code}" for system, code in product.codings]
+    if not codes:
+        return "no medication code or name"
+    shown = ", ".join(codes[:2]) + (f" and {len(codes) - 2} more" if len(codes) > 2 else "")
+    return f"unrecognised code {shown}"[:160]
 
 
 def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object] | None, Any]:
@@ -256,8 +335,35 @@ class FactExtractor:
         patient_id: str | None = None,
         draft_orders: Iterable[Resource] = (),
         today: date | None = None,
+        base_url: str | None = None,
+        full_urls: Mapping[str, Resource] | None = None,
     ) -> Facts:
-        """`today` (the day of the answer) makes results dated after it unusable."""
+        """`today` (the day of the answer) makes results dated after it unusable. `base_url`
+        (the FHIR server of the record) and `full_urls` (Bundle `fullUrl` -> resource) resolve
+        a `medicationReference` that is neither contained nor a relative `Medication/id`."""
+        resources = [r for r in resources if isinstance(r, OBJECT)]
+        draft_orders = [r for r in draft_orders if isinstance(r, OBJECT)]
+        by_id: dict[tuple[str, str], Resource] = {
+            ("Medication", r["id"]): r
+            for r in (*resources, *draft_orders)
+            if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)
+        }
+
+        def product(res: Resource) -> _Product:
+            return _product(res, by_id, base_url=base_url, full_urls=full_urls)
+
+        #: Medications that could be B12 or folic acid but could not be read: (Type/id, why).
+        unchecked: list[tuple[str, str]] = []
+
+        def medication(res: Resource, *, validate: bool = True) -> CodedRecord | None:
+            made = product(res)
+            record = self._medication(res, made, validate=validate)
+            if record is None:
+                why = _code_only(made)
+                if why is not None:
+                    unchecked.append((resource_reference(res)[:80], why))
+            return record
+
         patient: Resource | None = None
         conditions: list[CodedRecord] = []
         procedures: list[CodedRecord] = []
@@ -301,11 +407,11 @@ class FactExtractor:
             elif kind in ("MedicationRequest", "MedicationStatement"):
                 status = _str(res.get("status"))
                 if kind == "MedicationRequest" and status == "draft":
-                    record = self._medication(res)
+                    record = medication(res)
                     if record:
                         drafts.append(record)
                 elif status in MEDICATION_ACTIVE:
-                    record = self._medication(res)
+                    record = medication(res)
                     if record:
                         medications.append(record)
             elif kind == "AllergyIntolerance":
@@ -328,11 +434,11 @@ class FactExtractor:
             # type-checked instead of validating the whole resource.
             problem = unreadable_field(res)
             if problem is not None:
-                if self._not_needed(res):
+                if self._not_needed(res, product(res)):
                     continue
                 unreadable.append((resource_reference(res)[:80], problem))
             elif kind == "MedicationRequest":
-                record = self._medication(res, validate=False)
+                record = medication(res, validate=False)
                 if record:
                     drafts.append(record)
             else:
@@ -371,6 +477,7 @@ class FactExtractor:
             draft_medications=tuple(drafts),
             draft_service_requests=tuple(draft_tests),
             unreadable_drafts=tuple(unreadable),
+            unchecked_medications=tuple(unchecked),
             results=CheckedResults(read, set_aside),
             unusable=tuple(unusable),
         )
@@ -452,8 +559,10 @@ class FactExtractor:
             date=str(res.get("recordedDate"))[:10] if res.get("recordedDate") else None,
         )
 
-    def _not_needed(self, res: Resource) -> bool:
+    def _not_needed(self, res: Resource, made: _Product) -> bool:
         """Whether a draft's code is readable and names nothing the rules look for."""
+        if res["resourceType"] == "MedicationRequest" and "medicationCodeableConcept" not in res:
+            return not self.codes.known(made.codings, made.words) and _code_only(made) is None
         field = (
             "medicationCodeableConcept" if res["resourceType"] == "MedicationRequest" else "code"
         )
@@ -464,19 +573,22 @@ class FactExtractor:
             return False
         return not self.codes.known(_codings(concept), _words(concept))
 
-    def _medication(self, res: Resource, *, validate: bool = True) -> CodedRecord | None:
-        concept = _medication_concept(res)
-        codings, words = _codings(concept), _words(concept)
+    def _medication(
+        self, res: Resource, made: _Product, *, validate: bool = True
+    ) -> CodedRecord | None:
+        codings, words = made.codings, made.words
         if not self.codes.known(codings, words):
             return None
         if validate:
             _validate(res)
+            if made.medication is not None:
+                _validate(made.medication)
         dose, timing, route = _dose_and_timing(res)
         return CodedRecord(
             reference=resource_reference(res),
             codings=codings,
             words=words,
-            label=_label(concept),
+            label=made.label,
             date=_therapy_start(res),
             route_codings=_codings(route),
             route_words=_words(route),

@@ -67,6 +67,10 @@ class Facts:
     draft_service_requests: tuple[CodedRecord, ...] = ()
     #: Draft orders the rules could not read: ("Type/id", why), named on a card as not checked.
     unreadable_drafts: tuple[tuple[str, str], ...] = ()
+    #: The patient's medications (and draft medication orders) no table recognises that could
+    #: still be B12 or folic acid: named by a code alone, by nothing, or by a Medication that is
+    #: not in the record. ("Type/id", why), named on a card as not checked.
+    unchecked_medications: tuple[tuple[str, str], ...] = ()
     #: The latest usable result per analyte (protocol D9). The extractor's mapping validates a
     #: result's resource the first time its value is looked up, so a rule that never reads an
     #: analyte never pays for (or fails on) it.

@@ -116,3 +116,39 @@ def full_urls_of(*bundles: Any) -> dict[str, Mapping[str, Any]]:
             if isinstance(url, str) and isinstance(resource, OBJECT):
                 out[url] = resource
     return out
+
+
+def contained_in(container: Mapping[str, Any], reference: Any) -> Mapping[str, Any] | None:
+    """The resource a local reference (`#med1`) names among `container.contained`, else None."""
+    ref = reference.get("reference") if isinstance(reference, OBJECT) else None
+    if not isinstance(ref, str) or not ref.startswith("#") or len(ref) < 2:
+        return None
+    for inner in container.get("contained") or ():
+        if isinstance(inner, OBJECT) and inner.get("id") == ref[1:]:
+            return inner
+    return None
+
+
+def resolve(
+    container: Mapping[str, Any],
+    reference: Any,
+    found: Mapping[tuple[str, str], Mapping[str, Any]],
+    *,
+    base_url: str | None = None,
+    full_urls: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Mapping[str, Any] | None:
+    """The resource a Reference names: contained in `container` (`#id`), a Bundle entry by its
+    `fullUrl`, or one of `found` ((type, id) -> resource, the record's own resources) by a
+    relative or absolute reference; None when it is not in the record.
+
+    The same reading as `target_of`, so a medication and a subject reference cannot be resolved
+    by two different rules."""
+    local = contained_in(container, reference)
+    if local is not None:
+        return local
+    ref = reference.get("reference") if isinstance(reference, OBJECT) else None
+    entry = (full_urls or {}).get(ref) if isinstance(ref, str) else None
+    if entry is not None:
+        return entry
+    target = target_of(reference, base_url=base_url, full_urls=full_urls)
+    return found.get(target) if target is not None else None

@@ -88,6 +88,8 @@ class ResolvedRecord:
     #: "Type/id" of every fetched resource -> its prefetch key: invalid FHIR among these is the
     #: FHIR server's, not the client's (412 rather than 400).
     fetched_references: Mapping[str, str] = field(default_factory=dict)
+    #: The FHIR server and the Bundle `fullUrl`s the record's references resolve against.
+    scope: RecordScope = field(default_factory=lambda: RecordScope())
 
 
 def _check_resource(
@@ -367,4 +369,5 @@ async def resolve(
         draft_orders=tuple(draft_orders),
         missing=missing,
         fetched_references=references,
+        scope=scope,
     )

@@ -21,14 +21,16 @@ from cds_service.protocol import Protocol, default_protocol
 #: The prefetch keys the rules cannot do without: a 412 when missing and not fetchable.
 REQUIRED_KEYS: tuple[str, ...] = ("patient", "conditions", "observations")
 
-#: The resource types each key may hold (besides OperationOutcome).
+#: The resource types each key may hold (besides OperationOutcome). A medication search may
+#: carry the Medications its entries reference (`_include=MedicationRequest:medication`,
+#: `search.mode` include): the rules read them through `medicationReference`.
 KEY_TYPES: dict[str, frozenset[str]] = {
     "patient": frozenset({"Patient"}),
     "conditions": frozenset({"Condition"}),
     "observations": frozenset({"Observation"}),
     "procedures": frozenset({"Procedure"}),
-    "medicationRequests": frozenset({"MedicationRequest"}),
-    "medicationStatements": frozenset({"MedicationStatement"}),
+    "medicationRequests": frozenset({"MedicationRequest", "Medication"}),
+    "medicationStatements": frozenset({"MedicationStatement", "Medication"}),
     "allergies": frozenset({"AllergyIntolerance"}),
 }
 

@@ -244,6 +244,8 @@ def answer(
         profile=state.settings.profile,
         patient_id=record.patient_id,
         draft_orders=record.draft_orders,
+        base_url=record.scope.base_url,
+        full_urls=record.scope.full_urls,
     )
     user = ctx.get("userId")
     encounter = ctx.get("encounterId")

@@ -397,5 +397,6 @@ def apply(
         start=request.period_start or start,
         profile=profile,
         patient_id=request.patient_id,
+        full_urls=full_urls_of(request.data) if request.data is not None else None,
     )
     return plan, care_plan(engine, plan_definition, plan, request)

@@ -7,7 +7,10 @@ patients with draft orders (`status: draft`) also `<slug>.order-sign.json` with 
 `context.draftOrders`. Drafts are never in the prefetch: the prefetch templates ask for active /
 on-hold medication orders only, and a client must send what the templates would return. Every
 other resource goes under the key of its type (a superset of the template's filter, like a
-server that ignores the status parameters), so the noise records still reach the rules.
+server that ignores the status parameters), so the noise records still reach the rules. A
+Medication goes where the orders that reference it go: into `draftOrders` beside a draft, or
+into the medication key as an included entry (`search.mode` include), as a server answering
+`_include=MedicationRequest:medication` returns it.
 hookInstance values are derived from the slug, so regenerating gives identical files.
 """
 
@@ -35,7 +38,9 @@ KEY_OF = {
 DRAFT_TYPES = ("MedicationRequest", "ServiceRequest")
 
 
-def searchset(resources: list[dict[str, Any]]) -> dict[str, Any] | None:
+def searchset(
+    resources: list[dict[str, Any]], included: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     if not resources:
         return None  # CDS Hooks: a key with no data is null
     return {
@@ -46,11 +51,17 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any] | None:
             {
                 "fullUrl": f"{FHIR_SERVER}/{r['resourceType']}/{r['id']}",
                 "resource": r,
-                "search": {"mode": "match"},
+                "search": {"mode": mode},
             }
-            for r in resources
+            for rs, mode in ((resources, "match"), (included or [], "include"))
+            for r in rs
         ],
     }
+
+
+def _references(resource: dict[str, Any], medication: dict[str, Any]) -> bool:
+    ref = (resource.get("medicationReference") or {}).get("reference")
+    return ref == f"Medication/{medication['id']}"
 
 
 def requests_for(slug: str, bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -58,12 +69,19 @@ def requests_for(slug: str, bundle: dict[str, Any]) -> dict[str, dict[str, Any]]
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     drafts = [r for r in resources if r["resourceType"] in DRAFT_TYPES and r["status"] == "draft"]
     by_key: dict[str, list[dict[str, Any]]] = {k: [] for k in KEY_OF.values() if k != "patient"}
+    included: dict[str, list[dict[str, Any]]] = {k: [] for k in by_key}
     for r in resources:
         key = KEY_OF.get(r["resourceType"])
         if key and key != "patient" and r not in drafts:
             by_key[key].append(r)
+    medications = [r for r in resources if r["resourceType"] == "Medication"]
+    draft_medications = [m for m in medications if any(_references(d, m) for d in drafts)]
+    for m in medications:
+        for key, records in by_key.items():
+            if any(_references(r, m) for r in records):
+                included[key].append(m)
     prefetch: dict[str, Any] = {"patient": patient}
-    prefetch.update({k: searchset(v) for k, v in by_key.items()})
+    prefetch.update({k: searchset(v, included[k]) for k, v in by_key.items()})
     context = {"userId": USER, "patientId": patient["id"]}
 
     def request(hook: str, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +98,7 @@ def requests_for(slug: str, bundle: dict[str, Any]) -> dict[str, dict[str, Any]]
         draft_bundle = {
             "resourceType": "Bundle",
             "type": "collection",
-            "entry": [{"resource": r} for r in drafts],
+            "entry": [{"resource": r} for r in drafts + draft_medications],
         }
         out["order-sign"] = request("order-sign", {**context, "draftOrders": draft_bundle})
     return out
