@@ -156,6 +156,19 @@ def test_S11_oral_form_of_a_referenced_medication_counts_as_oral_therapy() -> No
     assert "S11" in ENGINE.plan(record, start=START).assessment.rule_ids
 
 
+def test_S7_code_only_medication_the_tables_do_not_know_is_named_not_checked() -> None:
+    plan = ENGINE.plan(
+        resources_of(golden_bundle("med-unrecognised-code-only-not-checked")), start=START
+    )
+    assert plan.assessment.facts.unchecked_medications == (
+        ("MedicationStatement/b12gp-113-medstmt-9", f"unrecognised code {RX}|846934"),
+        (
+            "MedicationRequest/b12gp-113-medreq-9",
+            "medication Medication/b12gp-113-med-absent is not in the record",
+        ),
+    )
+
+
 def test_S7_named_medications_that_are_not_b12_are_not_listed() -> None:
     """A medication with a name (display or text) was read by that name: not B12, not listed."""
     record = _vegan_record()

@@ -98,14 +98,16 @@ class Planner:
         self.codes = code_index(protocol)
 
     def plan(self, assessment: Assessment, *, start: date) -> Plan:
-        monitoring_with = [
-            m for m in self.protocol.rules.monitoring_rules if m.only_with in assessment.flags
+        # A test some profiles' sources do not ask for (M6 coeliac serology) is left out there.
+        rules = [
+            m
+            for m in self.protocol.rules.monitoring_rules
+            if not m.profiles or assessment.profile_name in m.profiles
         ]
-        # Tests that investigate the cause (M5 with T6) come with a schedule only.
+        monitoring_with = [m for m in rules if m.only_with in assessment.flags]
+        # Tests that investigate the cause (M5, M6 with T6) come with a schedule only.
         type_id = assessment.type_rule.id if assessment.type_rule else None
-        monitoring_type = [
-            m for m in self.protocol.rules.monitoring_rules if type_id and m.only_with == type_id
-        ]
+        monitoring_type = [m for m in rules if type_id and m.only_with == type_id]
         if not assessment.schedule_allowed:
             return Plan(assessment, start, None, (), tuple(monitoring_with))
         scope = Scope(
@@ -136,7 +138,7 @@ class Planner:
             )
             return Schedule(rule_id, regimen_id, regimen, phases, assessment.lifelong, recommended)
 
-        monitoring = [m for m in self.protocol.rules.monitoring_rules if m.only_with is None]
+        monitoring = [m for m in rules if m.only_with is None]
         return Plan(
             assessment,
             start,

@@ -220,6 +220,9 @@ def _check(p: Protocol) -> None:
     for monitoring in p.rules.monitoring_rules:
         if monitoring.only_with and monitoring.only_with not in safety_ids | type_ids:
             raise ProtocolError(f"rules.yaml: {monitoring.id}: only_with names no S- or T-rule")
+        for name in monitoring.profiles:
+            if name not in p.profiles.profiles:
+                raise ProtocolError(f"rules.yaml: {monitoring.id}: unknown profile {name!r}")
     for s in p.rules.safety_rules:
         check_when(s.when, f"rules.yaml: {s.id}")
         cite(s.citations, f"rules.yaml: {s.id}")

@@ -134,6 +134,8 @@ class MonitoringRule(Strict):
     citations: tuple[str, ...]
     #: An S-rule id (with that finding) or a T-rule id (with that type, e.g. M5 with T6).
     only_with: str | None = None
+    #: The profiles whose sources ask for this test; empty: every profile.
+    profiles: tuple[str, ...] = ()
 
 
 class SeverityRule(Strict):
@@ -173,6 +175,8 @@ class RulesTable(Strict):
     severity: SeverityRule | None = None
     resected_length: ResectedLength | None = None
     unconfirmed_diagnosis: CardText | None = None
+    #: The card naming medications that could be B12 or folic acid but could not be read.
+    medications_not_checked: CardText | None = None
     draft_order_rules: dict[str, DraftOrderRule] = Field(default_factory=dict)
 
 

@@ -113,3 +113,55 @@ async def test_a_medication_key_still_refuses_other_resource_types() -> None:
     async with client() as c:
         response = await c.post("/cds-services/b12-patient-view", json=body)
     assert response.status_code == 400
+
+
+async def test_S7_unrecognised_code_only_medications_are_named_not_checked() -> None:
+    cards = await _cards(golden_request("med-unrecognised-code-only-not-checked", "patient-view"))
+    (card,) = [c for c in cards if c["extension"]["card"] == "medications-not-checked"]
+    assert card["indicator"] == "warning"
+    assert len(card["summary"]) < 140
+    assert (
+        f"- not checked: `MedicationStatement/b12gp-113-medstmt-9`, unrecognised code {RX}|846934"
+        in card["detail"]
+    )
+    assert (
+        "- not checked: `MedicationRequest/b12gp-113-medreq-9`, medication "
+        "Medication/b12gp-113-med-absent is not in the record" in card["detail"]
+    )
+    # The rest of the answer still stands: the untreated deficiency gets its treatment card.
+    assert "treatment" in _kinds(cards)
+
+
+async def test_S7_no_not_checked_card_when_every_medication_was_read() -> None:
+    for slug in ("t5-vegan-diet", "med-contained-medication-b12-on-therapy", "t4-metformin"):
+        assert "medications-not-checked" not in _kinds(
+            await _cards(golden_request(slug, "patient-view"))
+        )
+
+
+async def test_S3_code_only_draft_is_named_on_order_sign() -> None:
+    body = copy.deepcopy(golden_request("t6-unspecified-low-b12", "patient-view"))
+    body["hook"] = "order-sign"
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "draft-code-only",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RX, "code": "846934"}]},
+        "subject": {"reference": "Patient/b12gp-017"},
+    }
+    body["context"] = {
+        **body["context"],
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft}],
+        },
+    }
+    async with client() as c:
+        response = await c.post("/cds-services/b12-order-sign", json=body)
+    assert response.status_code == 200, response.text
+    (card,) = [
+        c for c in response.json()["cards"] if c["extension"]["card"] == "medications-not-checked"
+    ]
+    assert f"`MedicationRequest/draft-code-only`, unrecognised code {RX}|846934" in card["detail"]

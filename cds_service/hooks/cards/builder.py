@@ -2,9 +2,9 @@
 
 patient-view: the treatment card, safety cards and information cards. order-select /
 order-sign: cards about the orders being selected or signed (S2, S3, S7, R8, D6, unreadable
-drafts) and critical safety findings; the record's other cards only when a B12-relevant order
-is among them, and an untreated deficiency then as a compact card, never the full treatment
-card on an unrelated order.
+drafts, medications whose code no table knows) and critical safety findings; the record's other
+cards only when a B12-relevant order is among them, and an untreated deficiency then as a
+compact card, never the full treatment card on an unrelated order.
 """
 
 from __future__ import annotations
@@ -56,8 +56,12 @@ class CardBuilder(SafetyCards, OrderCards):
         order_hook = ctx.hook in ORDER_HOOKS
         review = self.reviewer.review(plan, self.checked(ctx)) if order_hook else DraftReview()
         # On order hooks the record's own cards appear only beside a B12-relevant order (or a
-        # draft that could not be read, which may be one).
-        about_record = not order_hook or review.relevant or bool(a.facts.unreadable_drafts)
+        # draft that could not be read, or whose code no table knows: it may be one).
+        unchecked = {reference for reference, _ in a.facts.unchecked_medications}
+        unchecked_draft = bool(order_hook and unchecked & self.checked(ctx))
+        about_record = (
+            not order_hook or review.relevant or bool(a.facts.unreadable_drafts) or unchecked_draft
+        )
         out: list[JSON] = []
 
         # With a switch (S2, S11) that finding's card carries the new course.
@@ -93,6 +97,8 @@ class CardBuilder(SafetyCards, OrderCards):
                 out.append(self.unusable_card(plan, new_id))
         if a.facts.unreadable_drafts:
             out.append(self.drafts_not_checked_card(plan, new_id))
+        if unchecked and about_record:
+            out.append(self.medications_not_checked_card(plan, new_id))
 
         out.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
         return absolute(out, ctx.base_url)

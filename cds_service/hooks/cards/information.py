@@ -156,6 +156,21 @@ class InformationCards(CardParts):
             first_links=[self.rule_link("D1")],
         )
 
+    def medications_not_checked_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
+        """Medications that could be B12 or folic acid but could not be read, each with why."""
+        text = self.protocol.rules.medications_not_checked
+        if text is None:
+            raise LookupError("rules.yaml: medications_not_checked has no card text")
+        unchecked = plan.assessment.facts.unchecked_medications
+        names = ", ".join(reference for reference, _ in unchecked)
+        detail = [
+            text.detail,
+            "",
+            *[f"- not checked: `{reference}`, {why}" for reference, why in unchecked],
+        ]
+        summary = fit(f"Not checked: {names}: could be B12 or folic acid", text.summary)
+        return self.card(plan, "medications-not-checked", "warning", summary, detail, new_id)
+
     def very_high_card(self, plan: Plan, new_id: Callable[[], str]) -> JSON:
         rule, text = self.deficiency_text("D7")
         detail = [text.detail, "", *evidence_lines(plan.assessment.deficiency_evidence)]
