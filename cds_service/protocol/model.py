@@ -106,6 +106,8 @@ class TypeRule(Strict):
     #: Said on a maintenance phase that ends at review (M5: lifelong if the cause turns out to
     #: be pernicious anaemia).
     review_note: str | None = None
+    #: The review note as the treatment card says it: one short line.
+    review_card_note: str | None = None
 
 
 class SafetyRule(Strict):

@@ -30,8 +30,17 @@ PATIENTS = ROOT / "fhir_examples" / "patients"
 ENGINE = Engine.build()
 BUILDER = CardBuilder(ENGINE.protocol)
 BASE = "https://cds.example.org"
-MAX_DETAIL = 1050  # characters: above the 700 aimed at when M5 and the maintenance note apply
-MAX_LINES = 20  # blank lines included: each note is its own paragraph
+#: The treatment card's detail on patient-view, footer line included (characters).
+DETAIL_TARGET = 700
+#: Golden patients allowed above the target, each with its bound and the reason.
+DETAIL_EXCEPTIONS: dict[str, tuple[int, str]] = {
+    "s6-severe-anaemia-hb-7-1": (
+        760,
+        "severe (R6) and no cause known (T6): the severity evidence, the IM-first reason, the "
+        "potassium test (S6) and the lifelong-if-pernicious note (M5) all change what is ordered",
+    ),
+}
+MAX_LINES = 16  # blank lines included
 pytestmark = pytest.mark.anyio
 SLUGS = sorted(p.stem for p in PATIENTS.glob("*.json") if not p.name.endswith(".expected.json"))
 
@@ -71,7 +80,7 @@ def test_treatment_detail_is_short_with_one_dated_line_per_phase(slug: str) -> N
     card = _treatment(slug)
     assert card is not None
     detail = card["detail"]
-    assert len(detail) <= MAX_DETAIL and len(detail.splitlines()) <= MAX_LINES
+    assert len(detail.splitlines()) <= MAX_LINES
     assert "|" not in detail, "no tables"
     assert not re.search(r"\]\(|https?://", detail), "no links in the prose"
     assert "Patient/" not in detail and "Observation/" not in detail, "no raw references"
@@ -83,6 +92,38 @@ def test_treatment_detail_is_short_with_one_dated_line_per_phase(slug: str) -> N
     assert len(phase_lines) == len(phases)
     assert detail.splitlines()[0].startswith("**B12 deficiency: ")  # the type, first line
     assert detail.splitlines()[-1].startswith("Rules ")  # one short footer line
+
+
+def detail_sizes() -> dict[str, int]:
+    """The treatment card's detail length per golden patient (the card-size survey)."""
+    sizes = {}
+    for slug in TREATED:
+        card = _treatment(slug)
+        assert card is not None
+        sizes[slug] = len(card["detail"])
+    return sizes
+
+
+@pytest.mark.parametrize("slug", TREATED)
+def test_treatment_detail_is_within_its_bound(slug: str) -> None:
+    size = len(_detail(slug))
+    bound, _reason = DETAIL_EXCEPTIONS.get(slug, (DETAIL_TARGET, ""))
+    assert size <= bound, f"{slug}: {size} characters"
+
+
+def test_every_listed_exception_is_still_one() -> None:
+    sizes = detail_sizes()
+    for slug, (bound, reason) in DETAIL_EXCEPTIONS.items():
+        assert reason and bound > DETAIL_TARGET
+        assert DETAIL_TARGET < sizes[slug] <= bound, f"{slug} no longer needs an exception"
+    ordered = sorted(sizes.values())
+    assert ordered[len(ordered) // 2] <= 0.9 * DETAIL_TARGET, "most cards well within"
+
+
+def _detail(slug: str) -> str:
+    card = _treatment(slug)
+    assert card is not None
+    return str(card["detail"])
 
 
 @pytest.mark.parametrize("slug", SLUGS)

@@ -140,10 +140,11 @@ class TreatmentCards(CardParts):
             }
         ]  # fmt: skip
 
-    def type_line(self, plan: Plan) -> str:
+    def type_line(self, plan: Plan, *, causes_in_summary: bool = False) -> str:
         a = plan.assessment
         type_label = a.type_rule.label if a.type_rule else "cause not identified"
         causes = ", ".join(c.label for c in a.causes if c.id != "unspecified")
+        causes = "" if causes_in_summary else causes
         severe = " · severe" if a.severity_evidence is not None else ""
         return f"**B12 deficiency: {type_label}**" + (f" ({causes})" if causes else "") + severe
 
@@ -166,8 +167,7 @@ class TreatmentCards(CardParts):
         if not a.unconfirmed_evidence:
             return []
         return [
-            "Not used (diagnosis unconfirmed): "
-            + "; ".join(line[2:] for line in evidence_lines(a.unconfirmed_evidence))
+            "Not used: " + "; ".join(line[2:] for line in evidence_lines(a.unconfirmed_evidence))
         ]
 
     def citation_keys(self, plan: Plan) -> list[str]:
@@ -182,6 +182,38 @@ class TreatmentCards(CardParts):
             keys += m.citations
         return keys
 
+    def note_lines(self, plan: Plan, ctx: HookContext) -> list[str]:
+        """Below the schedule, one short bullet each: why, what is ordered with it, what to watch.
+
+        What is not needed to act now (the maintenance interval, the sources) is on the
+        schedule and protocol pages the card links to, and in the orders' notes.
+        """
+        a = plan.assessment
+        evidence = "; ".join(
+            line[2:] for line in evidence_lines((*a.deficiency_evidence, *a.cause_evidence))
+        )
+        lines = [
+            f"Evidence: {evidence}",
+            *self.cause_note_lines(plan),
+            *self.severity_lines(plan),
+            *self.unconfirmed_lines(plan),
+        ]
+        if plan.monitoring:
+            # The M-rule ids are in the footer line.
+            lines.append("Ordered with it: " + ", ".join(m.name for m in plan.monitoring))
+        rule = a.type_rule
+        if rule is not None and not a.lifelong and (rule.review_card_note or rule.review_note):
+            lines.append(rule.review_card_note or rule.review_note or "")
+        if ctx.not_checked:
+            lines.append("**Not checked** (not sent by the EHR): " + ", ".join(ctx.not_checked))
+        set_aside = [*a.unusable, *a.stale]
+        if set_aside:
+            # Named in full on the card of results set aside (D9); here only what they were.
+            names = ", ".join(dict.fromkeys(self.title_of(r.analyte) for r in set_aside))
+            lines.append(f"Set aside, not used: {names} (own card)")
+        lines.append("Untreated > 3 months risks permanent spinal-cord damage.")
+        return [f"- {line}" for line in lines]
+
     def treatment_card(
         self,
         plan: Plan,
@@ -192,42 +224,19 @@ class TreatmentCards(CardParts):
         a = plan.assessment
         rec = plan.recommended
         assert rec is not None
-        evidence = "; ".join(
-            line[2:] for line in evidence_lines((*a.deficiency_evidence, *a.cause_evidence))
+        # T3 amended: the summary names the cause, so the type line does not repeat it.
+        cause = (
+            ", ".join(c.label for c in a.causes)
+            if a.type_rule is not None and a.type_rule.id == "T3"
+            else ""
         )
-        notes = [
-            f"Evidence: {evidence}",
-            *self.cause_note_lines(plan),
-            *self.severity_lines(plan),
-            *self.unconfirmed_lines(plan),
-        ]
-        if plan.monitoring:
-            notes.append(
-                "Tests ordered with it: "
-                + ", ".join(f"{m.name} ({m.id})" for m in plan.monitoring)
-                + "."
-            )
-        if rec.phases[-1].phase.maintenance:
-            notes.append(f"Maintenance: {self.protocol.rules.maintenance_note}")
-        if a.type_rule is not None and a.type_rule.review_note and not a.lifelong:
-            notes.append(a.type_rule.review_note)
-        if ctx.not_checked:
-            notes.append("**Not checked** (not provided by the EHR): " + ", ".join(ctx.not_checked))
-        # Markdown joins adjacent lines: each note is a paragraph of its own.
         detail = [
-            self.type_line(plan),
-            "",
-            "Untreated over 3 months: risk of permanent spinal-cord damage.",
+            self.type_line(plan, causes_in_summary=bool(cause)),
             "",
             *self.phase_lines(rec),
+            "",
+            *self.note_lines(plan, ctx),
         ]
-        for note in notes:
-            detail += ["", note]
-        set_aside = [*a.unusable, *a.stale]
-        if set_aside:
-            # Named in full on the card of results set aside (D9); here only what they were.
-            names = ", ".join(dict.fromkeys(self.title_of(r.analyte) for r in set_aside))
-            detail += ["", f"Set aside, not used: {names} (see the card on these results)."]
         suggestions = [
             s
             for s in (
@@ -239,12 +248,7 @@ class TreatmentCards(CardParts):
             plan,
             "treatment",
             "warning",
-            self.action_summary(
-                rec,
-                cause=", ".join(c.label for c in a.causes)
-                if a.type_rule is not None and a.type_rule.id == "T3"
-                else "",
-            ),
+            self.action_summary(rec, cause=cause),
             detail,
             new_id,
             suggestions,
