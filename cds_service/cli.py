@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     db_sub.add_parser(
         "purge",
         help="delete audit records and feedback older than CDS_AUDIT_RETENTION_DAYS, "
-        "and dead replay-protection rows",
+        "dead replay-protection rows and the once-per-hook-instance rows of ended sessions",
     )
     return parser
 

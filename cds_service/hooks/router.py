@@ -43,6 +43,7 @@ from cds_service.hooks.prefetch import (
     ResolvedRecord,
     resolve,
 )
+from cds_service.hooks.raised_once import raised_once
 from cds_service.hooks.services import SERVICES, Service
 from cds_service.middleware.call_record import call_record
 from cds_service.openapi import error_responses, json_body, request_body
@@ -170,6 +171,9 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             # gap in those checks, logged so it gets closed; the caller gets a 400.
             logger.error("unreadable resource reached the engine: %s", where_raised(exc))
             raise ApiError(400, "a resource in the request could not be read") from None
+        cards = await raised_once(
+            state.store.raised, service.hook, hook_request.hookInstance, cards
+        )
         ctx = hook_request.context
         audited = Answer(
             response_id=str(uuid.uuid4()),

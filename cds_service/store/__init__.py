@@ -1,4 +1,5 @@
-"""The state layer: audit trail, feedback and replay protection in one database.
+"""The state layer: audit trail, feedback, replay protection and cards raised once per hook
+instance, in one database.
 
 `Store(settings)` names the database (SQLite in `CDS_DATA_DIR`, or `CDS_DATABASE_URL`);
 `open()` migrates it (or checks it is migrated) before the service answers anything.
@@ -14,6 +15,7 @@ from cds_service.store.audit import AuditLog, AuditRecord, SearchPage
 from cds_service.store.database import Database, DatabaseUrl, StoreError, database_url
 from cds_service.store.feedback import FeedbackLog
 from cds_service.store.migrate import current_revision, head_revision, upgrade
+from cds_service.store.raised_cards import RaisedCards
 from cds_service.store.replay import DatabaseReplayCache
 
 logger = logging.getLogger("cds_service.store")
@@ -32,6 +34,7 @@ class Store:
         self.audit = AuditLog(self.database, writer=self.database.audit_writer)
         self.feedback = FeedbackLog(self.database, self.audit)
         self.replay = DatabaseReplayCache(self.database)
+        self.raised = RaisedCards(self.database)
 
     def open(self) -> None:
         """Migrate (CDS_DB_MIGRATE=on) or check the schema is current; StoreError if not."""
@@ -66,9 +69,11 @@ class Store:
         await self.database.dispose()
 
     async def purge(self, now: datetime) -> dict[str, int]:
-        """Delete what the retention period no longer covers, and dead replay rows."""
+        """Delete what the retention period no longer covers, dead replay rows and the rows of
+        hook instances that are over."""
         counts = await self.audit.purge(now - self.retention)
         counts["replayTokens"] = await self.replay.purge(now.timestamp())
+        counts["raisedCards"] = await self.raised.purge(now.timestamp())
         return counts
 
 
@@ -77,6 +82,7 @@ __all__ = [
     "AuditRecord",
     "DatabaseReplayCache",
     "FeedbackLog",
+    "RaisedCards",
     "SearchPage",
     "Store",
     "StoreError",

@@ -88,3 +88,15 @@ replay_token = Table(
     PrimaryKeyConstraint("iss", "jti", name="pk_replay_token"),
     Index("ix_replay_token_expires", "expires_at"),
 )
+
+#: Cards raised once per hook instance (order-select fires again with every order picked),
+#: kept until the hook instance is over.
+raised_card = Table(
+    "raised_card",
+    metadata,
+    Column("hook_instance", String(256), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    PrimaryKeyConstraint("hook_instance", "kind", name="pk_raised_card"),
+    Index("ix_raised_card_expires", "expires_at"),
+)
