@@ -219,6 +219,8 @@ class Phase(Strict):
     duration: Duration | None = None
     maintenance: bool = False
     condition: str | None = None
+    #: The condition in a few words, as a schedule line on a card says it.
+    condition_label: str | None = None
 
 
 class Regimen(Strict):

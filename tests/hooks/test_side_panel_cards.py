@@ -84,7 +84,9 @@ def test_treatment_detail_is_short_with_one_dated_line_per_phase(slug: str) -> N
     assert "|" not in detail, "no tables"
     assert not re.search(r"\]\(|https?://", detail), "no links in the prose"
     assert "Patient/" not in detail and "Observation/" not in detail, "no raw references"
-    phase_lines = [line for line in detail.splitlines() if re.match(r"- (\d+ \w{3}–|From )", line)]
+    phase_lines = [
+        line for line in detail.splitlines() if re.match(r"- (\d+( \w{3})?–|From )", line)
+    ]
     recommended = next(s for s in card["suggestions"] if s["isRecommended"])
     phases = [
         a for a in recommended["actions"] if a["resource"]["resourceType"] == "MedicationRequest"

@@ -235,8 +235,9 @@ class InformationCards(CardParts):
             summary = fit(f"Not usable: {names}", text.summary)
         else:
             summary = text.summary
+        # The general D9 text is on the protocol page (the Rule D9 link): the card names the
+        # results themselves.
         detail = [
-            text.detail,
             *self.set_aside_lines(plan),
             *(["", *advice] if advice else []),
         ]

@@ -82,6 +82,13 @@ def short_date(day: date) -> str:
     return f"{day.day} {day.strftime('%b')}"
 
 
+def date_range(start: date, end: date) -> str:
+    """ "1–7 Dec", "22 Dec–11 Jan"."""
+    if (start.year, start.month) == (end.year, end.month):
+        return f"{start.day}–{short_date(end)}"
+    return f"{short_date(start)}–{short_date(end)}"
+
+
 _SHORT_FREQUENCY = {("d", 1): "daily", ("d", 2): "alternate days", ("wk", 1): "weekly"}
 _SHORT_FREQUENCY |= {("mo", 1): "monthly"}
 
@@ -214,17 +221,14 @@ class CardParts:
         if a.unusable:
             lines += ["", "**Not usable** (set aside, never a reason to treat)"]
             lines += [
-                f"- {self.title_of(r.analyte)} {r.shown} ({r.date_text}): {r.problem} — "
-                f"`{r.reference}`"
+                f"- {self.title_of(r.analyte)} {r.shown} ({r.date_text})"
+                + (f": {r.problem}" if r.problem and r.problem not in r.shown else "")
                 for r in a.unusable
             ]
         if a.stale:
             days = a.profile.result_recency_days
             lines += ["", f"**Stale** (older than {days} days or undated, not used)"]
-            lines += [
-                f"- {self.title_of(r.analyte)} {r.shown} ({r.date_text}) — `{r.reference}`"
-                for r in a.stale
-            ]
+            lines += [f"- {self.title_of(r.analyte)} {r.shown} ({r.date_text})" for r in a.stale]
         return lines
 
     # -- schedules ---------------------------------------------------------------------------
@@ -243,22 +247,20 @@ class CardParts:
         return words
 
     def phase_lines(self, schedule: Schedule) -> list[str]:
-        """One line per phase with its dates: "1 Dec–7 Dec: 1000 mcg IM daily ×7"."""
+        """One line per phase with its dates: "1–7 Dec: 1000 mcg IM daily ×7"."""
         lines = []
         for p in schedule.phases:
             if p.end is None:
                 when = f"From {short_date(p.start)}"
                 tail = ", lifelong" if schedule.lifelong else ""
             else:
-                when = f"{short_date(p.start)}–{short_date(p.end)}"
+                when = date_range(p.start, p.end)
                 tail = ""
                 if p.phase.maintenance:
                     tail = ", then review the cause"
-            note = (
-                " (only if M1 response)" if p.phase.condition and "M1" in p.phase.condition else ""
-            )
-            if p.phase.condition and not note:
-                note = " (conditional)"
+            note = ""
+            if p.phase.condition:
+                note = f" ({p.phase.condition_label or 'conditional'})"
             lines.append(f"- {when}: {self.phase_words(p)}{tail}{note}")
         return lines
 

@@ -182,25 +182,30 @@ class TreatmentCards(CardParts):
             keys += m.citations
         return keys
 
+    def evidence_line(self, plan: Plan) -> str:
+        """What confirmed the deficiency and its cause, between the schedule and the notes (a
+        paragraph, so the two lists stay apart when the markdown is rendered)."""
+        a = plan.assessment
+        evidence = "; ".join(
+            line[2:] for line in evidence_lines((*a.deficiency_evidence, *a.cause_evidence))
+        )
+        return f"**Evidence:** {evidence}"
+
     def note_lines(self, plan: Plan, ctx: HookContext) -> list[str]:
-        """Below the schedule, one short bullet each: why, what is ordered with it, what to watch.
+        """Below the evidence, one short bullet each: what is ordered with it, what to watch.
 
         What is not needed to act now (the maintenance interval, the sources) is on the
         schedule and protocol pages the card links to, and in the orders' notes.
         """
         a = plan.assessment
-        evidence = "; ".join(
-            line[2:] for line in evidence_lines((*a.deficiency_evidence, *a.cause_evidence))
-        )
         lines = [
-            f"Evidence: {evidence}",
             *self.cause_note_lines(plan),
             *self.severity_lines(plan),
             *self.unconfirmed_lines(plan),
         ]
         if plan.monitoring:
             # The M-rule ids are in the footer line.
-            lines.append("Ordered with it: " + ", ".join(m.name for m in plan.monitoring))
+            lines.append("Also orders: " + ", ".join(m.name for m in plan.monitoring))
         rule = a.type_rule
         if rule is not None and not a.lifelong and (rule.review_card_note or rule.review_note):
             lines.append(rule.review_card_note or rule.review_note or "")
@@ -210,7 +215,7 @@ class TreatmentCards(CardParts):
         if set_aside:
             # Named in full on the card of results set aside (D9); here only what they were.
             names = ", ".join(dict.fromkeys(self.title_of(r.analyte) for r in set_aside))
-            lines.append(f"Set aside, not used: {names} (own card)")
+            lines.append(f"Set aside (see its card): {names}")
         lines.append("Untreated > 3 months risks permanent spinal-cord damage.")
         return [f"- {line}" for line in lines]
 
@@ -234,6 +239,8 @@ class TreatmentCards(CardParts):
             self.type_line(plan, causes_in_summary=bool(cause)),
             "",
             *self.phase_lines(rec),
+            "",
+            self.evidence_line(plan),
             "",
             *self.note_lines(plan, ctx),
         ]
