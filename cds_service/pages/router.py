@@ -154,12 +154,20 @@ def build_pages_router(config: PagesConfig) -> APIRouter:
         return router
 
     def preview_page(status: int = 200, **values: Any) -> HTMLResponse:
-        defaults: dict[str, Any] = {"cards": None, "error": None, "chosen": "", "hook": HOOKS[0]}
+        defaults: dict[str, Any] = {
+            "cards": None,
+            "error": None,
+            "chosen": "",
+            "hook": HOOKS[0],
+            "profile": active,
+        }
         return page(
             "preview.html",
             status,
             patients=golden_patients(),
             hooks=HOOKS,
+            profiles=list(protocol.profiles.profiles),
+            active=active,
             **{**defaults, **values},
         )
 
@@ -176,6 +184,11 @@ def build_pages_router(config: PagesConfig) -> APIRouter:
                 raise HTTPException(413, f"request body exceeds {config.max_body_bytes} bytes")
         form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
         chosen, hook = form.get("patient", ""), form.get("hook", HOOKS[0])
+        # A golden patient may be written for another profile (nice-ng239): the operator picks
+        # it, and the cards say which profile answered.
+        profile = form.get("profile") or active
+        if profile not in protocol.profiles.profiles:
+            return preview_page(400, error="unknown profile", chosen=chosen, hook=hook)
         try:
             bundle = read_bundle(chosen, form.get("bundle", ""))
             cards = preview_cards(
@@ -183,11 +196,13 @@ def build_pages_router(config: PagesConfig) -> APIRouter:
                 config.cards,
                 bundle,
                 hook=hook,
-                profile=config.profile,
+                profile=profile,
                 today=config.clock(),
             )
         except PreviewInputError as exc:
-            return preview_page(400, error=str(exc), chosen=chosen, hook=hook)
-        return preview_page(cards=[shown(c) for c in cards], chosen=chosen, hook=hook)
+            return preview_page(400, error=str(exc), chosen=chosen, hook=hook, profile=profile)
+        return preview_page(
+            cards=[shown(c) for c in cards], chosen=chosen, hook=hook, profile=profile
+        )
 
     return router

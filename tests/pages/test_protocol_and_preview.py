@@ -78,6 +78,17 @@ def test_preview_renders_the_cards_of_a_golden_patient(preview_http: TestClient)
     assert "Side panel (400 px)" in answer.text
 
 
+def test_preview_answers_with_the_chosen_profile(preview_http: TestClient) -> None:
+    """A NICE golden patient: under nice-ng239 its low active B12 confirms the deficiency."""
+    form = {"patient": "nice-active-b12-low-borderline", "hook": "patient-view"}
+    standard = preview_http.post("/preview", data=form).text
+    nice = preview_http.post("/preview", data={**form, "profile": "nice-ng239"}).text
+    assert "Start hydroxocobalamin" not in standard and "Start hydroxocobalamin" in nice
+    assert "profile nice-ng239" in nice
+    bad = preview_http.post("/preview", data={**form, "profile": "nope"})
+    assert bad.status_code == 400 and 'role="alert"' in bad.text
+
+
 def test_preview_escapes_a_pasted_bundle(preview_http: TestClient) -> None:
     bundle = (
         '{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": '
