@@ -62,8 +62,14 @@ def build_prefetch(protocol: Protocol) -> dict[str, str]:
         "conditions": f"Condition?patient={patient}&clinical-status=active,recurrence,relapse",
         "observations": f"Observation?patient={patient}&code={codes}",
         "procedures": f"Procedure?patient={patient}&status=completed",
-        "medicationRequests": f"MedicationRequest?patient={patient}&status=active,on-hold",
-        "medicationStatements": f"MedicationStatement?patient={patient}&status=active,on-hold",
+        "medicationRequests": (
+            f"MedicationRequest?patient={patient}&status=active,on-hold"
+            "&_include=MedicationRequest:medication"
+        ),
+        "medicationStatements": (
+            f"MedicationStatement?patient={patient}&status=active,on-hold"
+            "&_include=MedicationStatement:medication"
+        ),
         "allergies": f"AllergyIntolerance?patient={patient}&clinical-status=active",
     }
 

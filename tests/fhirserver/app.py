@@ -48,7 +48,7 @@ _STATUS_TYPES = frozenset({"Observation", "Procedure", "MedicationRequest", "Med
 _CLINICAL_STATUS_TYPES = frozenset({"Condition", "AllergyIntolerance"})
 _DATE_TYPES = frozenset({"Observation"})
 # Parameters the server consumes itself, so they are not reported as ignored.
-_CONTROL_PARAMS = frozenset({"patient", "subject", "_count", "_offset", "_getpages"})
+_CONTROL_PARAMS = frozenset({"patient", "subject", "_count", "_offset", "_getpages", "_include"})
 
 # Parses as JSON and names a FHIR type, yet a strict R4 parser must reject it.
 INVALID_SEARCH_BODY: Resource = {
@@ -394,7 +394,8 @@ class FhirApp:
                 page_token = uuid.uuid4().hex
                 self.state.pages[page_token] = (resource_type, ids)
             resources = [self.state.resources[resource_type][i] for i in ids]
-        window = resources[offset : offset + count]
+            window = resources[offset : offset + count]
+            included = self._included(resource_type, params, window)
         links = [{"relation": "self", "url": f"{base}/{resource_type}?{record.query}"}]
         if count and offset + count < len(resources):
             next_query = f"_getpages={page_token}&_offset={offset + count}&_count={count}"
@@ -412,8 +413,31 @@ class FhirApp:
                     "search": {"mode": "match"},
                 }
                 for r in window
+            ]
+            + [
+                {
+                    "fullUrl": f"{base}/Medication/{m['id']}",
+                    "resource": m,
+                    "search": {"mode": "include"},
+                }
+                for m in included
             ],
         }
+
+    def _included(
+        self, resource_type: str, params: list[tuple[str, str]], window: list[Resource]
+    ) -> list[Resource]:
+        """`_include=<Type>:medication`: the Medications the page's entries reference."""
+        if (f"{resource_type}:medication") not in {v for k, v in params if k == "_include"}:
+            return []
+        medications = self.state.resources.get("Medication", {})
+        out: list[Resource] = []
+        for r in window:
+            ref = (r.get("medicationReference") or {}).get("reference", "")
+            found = medications.get(ref.removeprefix("Medication/")) if ref else None
+            if ref.startswith("Medication/") and found is not None and found not in out:
+                out.append(found)
+        return out
 
     def _matching_ids(
         self, resource_type: str, params: list[tuple[str, str]], record: RecordedRequest
