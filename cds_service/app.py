@@ -85,6 +85,7 @@ def create_app(
         await state.store.close()
 
     store = Store(settings)
+    store.audit.queue.on_depth = counters.observe_audit_queue
     state = ServiceState(settings, store, build_verifier(settings, store))
     # Migrations (or the schema check) once the settings and files are known to be good,
     # before anything is answered.

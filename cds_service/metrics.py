@@ -6,7 +6,8 @@ label can carry patient data and no caller can grow the number of series.
 
 With several worker processes set `PROMETHEUS_MULTIPROC_DIR` to an empty directory writable by
 all of them, before they start: each process writes its samples there and `/metrics` answers the
-sum over the processes (prometheus-client's multiprocess mode).
+sum over the processes (prometheus-client's multiprocess mode). Gauges are summed over the
+processes alive (`livesum`): the supervisor (cds_service.serve) removes a dead worker's samples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -162,6 +164,13 @@ class Metrics:
             ["service", "outcome"],
             registry=r,
         )
+        self.audit_queue = Gauge(
+            "cds_audit_queue_depth",
+            "Audit records answered but not yet committed to the database (write-behind), "
+            "over all workers; it should stay near zero.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
 
     def observe_request(
         self, route: str, method: str, status: int, service: str | None, seconds: float
@@ -190,6 +199,9 @@ class Metrics:
     def observe_feedback(self, service: str, outcomes: Iterable[str]) -> None:
         for outcome in outcomes:
             self.feedback.labels(service, outcome).inc()
+
+    def observe_audit_queue(self, depth: int) -> None:
+        self.audit_queue.set(depth)
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format (summed over workers in multiprocess mode)."""

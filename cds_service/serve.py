@@ -21,9 +21,10 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import uvicorn
+from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 
 from cds_service import slow_clients
@@ -85,6 +86,27 @@ def config(args: argparse.Namespace) -> uvicorn.Config:
     )
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also drops the gauges of a worker that is gone.
+
+    The gauges (the audit-queue depth) are summed over the workers alive; a worker that died
+    or was replaced would otherwise count its last value for ever.
+    """
+
+    def keep_subprocess_alive(self) -> None:
+        self._dropping_gone(super().keep_subprocess_alive)
+
+    def restart_all(self) -> None:
+        self._dropping_gone(super().restart_all)
+
+    def _dropping_gone(self, step: Callable[[], None]) -> None:
+        before = {p.pid for p in self.processes}
+        step()
+        for pid in before - {p.pid for p in self.processes}:
+            if pid is not None:
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 def check_start_up() -> None:
     """Build the configured app once in the supervisor (then drop it), or exit 2 with one line."""
     from cds_service import startup
@@ -115,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers <= 1:
         server.run(sockets=[sock])
     else:
-        Multiprocess(cfg, sockets=[sock]).run()
+        Supervisor(cfg, sockets=[sock]).run()
     return 0
 
 

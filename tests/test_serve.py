@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -63,9 +64,11 @@ def test_the_shared_socket_gives_accepted_connections_tcp_nodelay() -> None:
 
 
 @contextmanager
-def serving(*args: str, nofile: int | None = None) -> Iterator[int]:
+def serving(
+    *args: str, nofile: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[int]:
     port = _free_port()
-    env = {**os.environ, "CDS_AUTH": "off"}
+    env = {**os.environ, "CDS_AUTH": "off", **(env or {})}
 
     def limit() -> None:
         if nofile is not None:
@@ -135,6 +138,29 @@ def test_two_workers_answer_keep_alive_requests_without_a_40_ms_stall(stack: str
         # The launcher gives the workers a shared metrics directory: /metrics sums them.
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert metrics.status_code == 200 and "cds_" in metrics.text
+
+
+def _spawned_workers(metrics_dir: Path) -> set[int]:
+    """The worker processes (multiprocessing children, not the supervisor) with gauge samples."""
+    pids = {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("gauge_*.db")}
+    return {p for p in pids if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()}
+
+
+def test_a_dead_workers_audit_queue_gauge_leaves_the_sum(tmp_path: Path) -> None:
+    # Gauges are summed over the live workers: the supervisor drops the samples of one that died.
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with serving("--workers", "2", env=env) as port:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "cds_audit_queue_depth 0.0" in text
+        workers = _spawned_workers(tmp_path)
+        assert len(workers) == 2
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while list(tmp_path.glob(f"gauge_*_{victim}.db")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not list(tmp_path.glob(f"gauge_*_{victim}.db"))
+        assert any(tmp_path.glob("counter_*.db"))  # counters of every worker are kept
 
 
 def test_slow_clients_neither_exhaust_descriptors_nor_lock_out_other_clients() -> None:

@@ -45,6 +45,8 @@ class WriteBehind(Generic[T]):
         self._writing = 0
         self._task: asyncio.Task[None] | None = None
         self._hurry = False
+        #: Told the depth each time it changes (the audit-queue gauge).
+        self.on_depth: Callable[[int], None] | None = None
 
     @property
     def depth(self) -> int:
@@ -56,6 +58,7 @@ class WriteBehind(Generic[T]):
             # The database is slower than the answers: wait for it rather than drop a record.
             await self._wait(timeout=1.0)
         self._pending.append(record)
+        self._report()
         self._start()
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -69,6 +72,10 @@ class WriteBehind(Generic[T]):
                 return False
             await self._wait(timeout=left)
         return True
+
+    def _report(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(self.depth)
 
     def _start(self) -> asyncio.Task[None]:
         loop = asyncio.get_running_loop()
@@ -109,4 +116,5 @@ class WriteBehind(Generic[T]):
                 failures = 0
             finally:
                 self._writing = 0
+                self._report()
         self._hurry = False

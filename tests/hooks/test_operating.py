@@ -6,18 +6,22 @@ import copy
 import io
 import json
 import logging
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fhirserver import FhirTestServer
 from prometheus_client.parser import text_string_to_metric_families
+from support import isolated_settings
 
 from cds_service import logs
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.metrics import cause_of, refusal_of
 from cds_service.settings import Settings
+from cds_service.store.database import SQLITE_FILE
 
 from .helpers import START, app_for, client, golden_request
 
@@ -284,3 +288,26 @@ async def test_the_request_id_is_on_every_line_of_the_call(log: Captured) -> Non
     assert r.status_code in (200, 400)
     mine = [json.loads(line) for line in log.lines() if "trace-me" in line]
     assert mine and all(line["request_id"] == "trace-me" for line in mine)
+
+
+async def test_the_audit_queue_depth_counts_answers_not_yet_committed() -> None:
+    settings = isolated_settings(auth=False)
+    app = create_app(settings, clock=lambda: START)
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    # Another writer holds the SQLite database: the audit writer waits, the answers do not.
+    database = sqlite3.connect(Path(settings.data_dir) / SQLITE_FILE, isolation_level=None)
+    async with client(app, signed=False) as c:
+        idle = samples((await c.get("/metrics")).text)
+        database.execute("BEGIN EXCLUSIVE")
+        try:
+            answers = [await c.post(PV, json=body) for _ in range(3)]
+            held = samples((await c.get("/metrics")).text)
+        finally:
+            database.execute("ROLLBACK")
+            database.close()
+        assert await app.state.cds.store.audit.flush(timeout=30)
+        drained = samples((await c.get("/metrics")).text)
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert value(idle, "cds_audit_queue_depth") == 0
+    assert value(held, "cds_audit_queue_depth") == 3
+    assert value(drained, "cds_audit_queue_depth") == 0
