@@ -1,12 +1,12 @@
 """The JSON error answers of the CDS Hooks routes: `{"error": {"status": N, "message": "..."}}`.
 
 Every answer is JSON, errors included: the EHR shows or logs what it gets, and an HTML page or a
-stack trace would be unreadable there and could quote patient data.
+stack trace would be unreadable there and could quote patient data. An exception nothing here
+handles is answered by cds_service.middleware.last_resort, the one place that does.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -17,9 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from cds_service.middleware.call_record import call_record
-from cds_service.safe_log import where_raised
-
-logger = logging.getLogger("cds_service.app")
 
 
 class ApiError(Exception):
@@ -91,11 +88,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         call_record(request).reason = "invalid request"
         return error_response(422, "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Last resort: the tests show no input reaches it. No details leave the process.
-        logger.error(
-            "unexpected error on %s %s: %s", request.method, request.url.path, where_raised(exc)
-        )
-        return error_response(500, "internal error")

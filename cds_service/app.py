@@ -166,6 +166,9 @@ def create_app(
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    # And the outermost: a fault in the middleware above is a JSON 500 as well, never
+    # Starlette's plain-text one, and never re-raised to the server.
+    app.add_middleware(LastResortMiddleware)
     return app
 
 

@@ -1,8 +1,11 @@
 """The last resort for an exception no route handled: a JSON 500, logged by type and place.
 
-Starlette's own error middleware answers with the app's handler and then re-raises the
-exception to the server, and uvicorn logs it with its traceback, which can quote patient data.
-This middleware sits just inside it and never lets an exception through.
+Starlette's own error middleware answers in plain text (or with an app handler) and then
+re-raises the exception to the server, and uvicorn logs it with its traceback, which can quote
+patient data. This middleware is the one place an unexpected exception is answered: the app
+installs it innermost, so the access log and the metrics see the 500 and its reason, and
+outermost, so a fault in the other middleware is answered the same way; it never lets an
+exception through.
 """
 
 from __future__ import annotations

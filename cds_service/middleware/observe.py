@@ -31,8 +31,9 @@ def route_of(scope: Scope) -> str:
 
 
 class ObserveMiddleware:
-    """Calls `observe` once per HTTP request, after its answer was sent or its handler failed
-    (status 500: the app's last-resort handler answers outside this middleware)."""
+    """Calls `observe` once per HTTP request, after its answer was sent or the app inside
+    failed (status 500; the innermost last-resort middleware answers a route's exception
+    before it gets here)."""
 
     def __init__(self, app: ASGIApp, observe: Callable[[FinishedCall], None]) -> None:
         self.app = app

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from support import isolated_settings
 
-from .helpers import client, golden_request
+from .helpers import START, client, golden_request
 
 ROOT = Path(__file__).resolve().parents[2]
 PV = "/cds-services/b12-patient-view"
@@ -145,3 +146,32 @@ async def test_an_unexpected_error_is_a_json_500_logged_by_place_without_a_trace
     assert logged and "RuntimeError at" in logged[0].getMessage()
     assert all(rec.exc_info is None for rec in caplog.records)
     assert "Smith" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_fault_in_the_middleware_itself_is_a_json_500_never_re_raised(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cds_service.app import create_app
+    from cds_service.middleware import request_id
+
+    def broken(given: str | None) -> str:
+        raise ValueError(f"cannot use {given}")
+
+    app = create_app(isolated_settings(auth=False), clock=lambda: START)
+    monkeypatch.setattr(request_id, "request_id_of", broken)
+    caplog.set_level(logging.INFO)
+    # The transport raises what the app raises: answered here means nothing reached a server.
+    async with client(app, signed=False) as c:
+        r = await c.get("/health", headers={"X-Request-ID": "Smith-1950-02-03"})
+    assert r.status_code == 500
+    assert r.json() == {"error": {"status": 500, "message": "internal error"}}
+    assert r.headers["content-type"] == "application/json"
+    logged = [rec for rec in caplog.records if "unexpected error" in rec.getMessage()]
+    assert len(logged) == 1
+    assert "ValueError at " in logged[0].getMessage()
+    assert "request_id.py" in logged[0].getMessage()
+    assert all(rec.exc_info is None for rec in caplog.records)
+    assert "Smith" not in caplog.text
+    # One place answers: no exception handler of the app is left to Starlette's error middleware.
+    assert Exception not in app.exception_handlers
