@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +78,43 @@ class TextFormatter(logging.Formatter):
 
 def formatter(kind: str) -> logging.Formatter:
     return JsonFormatter() if kind == "json" else TextFormatter()
+
+
+def chosen_format(env: Mapping[str, str]) -> str:
+    """The format CDS_LOG_FORMAT names, for lines written before the settings are read (or when
+    they cannot be): json unless it says text."""
+    return "text" if env.get("CDS_LOG_FORMAT", "").strip().lower() == "text" else "json"
+
+
+def line(kind: str, level: int, name: str, message: str) -> str:
+    """One line in format `kind`, for what is written outside a configured logger."""
+    record = logging.LogRecord(name, level, __file__, 0, message, None, None)
+    return formatter(kind).format(record)
+
+
+def dict_config(kind: str, level: int = logging.INFO) -> dict[str, Any]:
+    """What `configure` does, as a `logging.config.dictConfig` (uvicorn's `log_config`): the
+    supervisor and every worker process format their lines so from the first one."""
+    formatter_class = "JsonFormatter" if kind == "json" else "TextFormatter"
+    quiet = {"handlers": [], "propagate": False, "level": "CRITICAL"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"service": {"()": f"{__name__}.{formatter_class}"}},
+        "handlers": {
+            _HANDLER_NAME: {
+                "class": "logging.StreamHandler",
+                "formatter": "service",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": [_HANDLER_NAME], "level": logging.getLevelName(level)},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": quiet,
+        },
+    }
 
 
 def configure(kind: str, level: int = logging.INFO) -> None:

@@ -27,7 +27,8 @@ import uvicorn
 from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 
-from cds_service import slow_clients
+from cds_service import logs, slow_clients, startup
+from cds_service.settings import Settings
 
 APP = "cds_service.app:app"
 
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def config(args: argparse.Namespace) -> uvicorn.Config:
+def config(args: argparse.Namespace, log_format: str = "json") -> uvicorn.Config:
     limits = slow_clients.Limits.from_args(args)
     slow_clients.export(limits)
     standard = args.stack == "standard"
@@ -81,6 +82,8 @@ def config(args: argparse.Namespace) -> uvicorn.Config:
         timeout_graceful_shutdown=limits.graceful_shutdown_s,
         backlog=limits.backlog,
         access_log=args.access_log,
+        # The supervisor and every worker log in CDS_LOG_FORMAT from their first line.
+        log_config=logs.dict_config(log_format),
         proxy_headers=False,
         server_header=False,
     )
@@ -107,31 +110,29 @@ class Supervisor(Multiprocess):
                 multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def check_start_up() -> None:
+def check_start_up(settings: Settings) -> None:
     """Build the configured app once in the supervisor (then drop it), or exit 2 with one line."""
-    from cds_service import startup
     from cds_service.app import create_app
-    from cds_service.settings import Settings
 
-    settings = startup.or_exit(Settings.from_env)
     startup.or_exit(lambda: create_app(settings))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings = startup.or_exit(Settings.from_env)
+    logs.configure(settings.log_format)
     limits = slow_clients.Limits.from_args(args)
     problem = slow_clients.descriptor_budget(limits)
     if problem:
-        print(problem, file=sys.stderr)
-        return 2
+        startup.fail(problem)
     if args.workers > 1 and args.app == APP:
         # A worker that cannot start is restarted forever by uvicorn's supervisor: a bad
         # setting, clients file or table is reported once, here, with exit 2.
-        check_start_up()
+        check_start_up(settings)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Metrics summed over the workers (cds_service.metrics): a fresh, empty directory.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cds-metrics-")
-    cfg = config(args)
+    cfg = config(args, settings.log_format)
     sock = listening_socket(args.host, args.port, limits.backlog)
     server = uvicorn.Server(cfg)
     if args.workers <= 1:

@@ -6,6 +6,8 @@ operator needs only which setting or which file to fix, and why.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from typing import NoReturn, TypeVar
 
 import yaml
 
+from cds_service import logs
 from cds_service.auth.errors import ClientsFileError
 from cds_service.protocol import ProtocolError, UnknownProfileError
 from cds_service.settings import SettingsError
@@ -24,7 +27,14 @@ OPERATOR_ERRORS = (SettingsError, ClientsFileError, ProtocolError, UnknownProfil
 
 
 def fail(message: str) -> NoReturn:
-    print(f"b12-cds: cannot start: {message}", file=sys.stderr, flush=True)
+    """The one line, in the log format CDS_LOG_FORMAT names (the settings may be what failed)."""
+    text = f"b12-cds: cannot start: {message}"
+    kind = logs.chosen_format(os.environ)
+    print(
+        text if kind == "text" else logs.line(kind, logging.ERROR, __name__, text),
+        file=sys.stderr,
+        flush=True,
+    )
     raise SystemExit(EXIT_CODE)
 
 

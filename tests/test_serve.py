@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -65,7 +66,10 @@ def test_the_shared_socket_gives_accepted_connections_tcp_nodelay() -> None:
 
 @contextmanager
 def serving(
-    *args: str, nofile: int | None = None, env: dict[str, str] | None = None
+    *args: str,
+    nofile: int | None = None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[int]:
     port = _free_port()
     env = {**os.environ, "CDS_AUTH": "off", **(env or {})}
@@ -79,7 +83,7 @@ def serving(
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log is None else log.open("wb"),
         preexec_fn=limit,
     )
     try:
@@ -143,17 +147,27 @@ def test_two_workers_answer_keep_alive_requests_without_a_40_ms_stall(stack: str
 def _spawned_workers(metrics_dir: Path) -> set[int]:
     """The worker processes (multiprocessing children, not the supervisor) with gauge samples."""
     pids = {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("gauge_*.db")}
-    return {p for p in pids if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()}
+    return {p for p in pids if b"multiprocessing" in _cmdline(p)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone
 
 
 def test_a_dead_workers_audit_queue_gauge_leaves_the_sum(tmp_path: Path) -> None:
     # Gauges are summed over the live workers: the supervisor drops the samples of one that died.
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    with serving("--workers", "2", env=env) as port:
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "CDS_LOG_FORMAT": "json"}
+    log = tmp_path.parent / "serve.log"
+    with serving("--workers", "2", env=env, log=log) as port:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert "cds_audit_queue_depth 0.0" in text
-        workers = _spawned_workers(tmp_path)
-        assert len(workers) == 2
+        deadline = time.monotonic() + 60
+        while len(workers := _spawned_workers(tmp_path)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the second worker may still be starting
+        assert len(workers) >= 2
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -161,6 +175,13 @@ def test_a_dead_workers_audit_queue_gauge_leaves_the_sum(tmp_path: Path) -> None
             time.sleep(0.2)
         assert not list(tmp_path.glob(f"gauge_*_{victim}.db"))
         assert any(tmp_path.glob("counter_*.db"))  # counters of every worker are kept
+    # Every line, the supervisor's first ones included, is in CDS_LOG_FORMAT.
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    messages = [line["message"] for line in lines]
+    assert messages[0].startswith("CDS_AUTH=off")
+    assert any(m.startswith("Started parent process") for m in messages)
+    assert any(m.startswith(f"Child process [{victim}] died") for m in messages)
+    assert messages[-1].startswith("Stopping parent process")
 
 
 def test_slow_clients_neither_exhaust_descriptors_nor_lock_out_other_clients() -> None:

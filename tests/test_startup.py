@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,13 +32,19 @@ def start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def assert_one_line(done: subprocess.CompletedProcess[str], *names: str) -> None:
+    """One line in the log format (JSON unless CDS_LOG_FORMAT=text) naming `names`."""
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("b12-cds: cannot start: ")
+    line = lines[0]
+    if not line.startswith("b12-cds"):
+        parsed = json.loads(line)
+        assert parsed["level"] == "error" and parsed["logger"] == "cds_service.startup"
+        line = parsed["message"]
+    assert line.startswith("b12-cds: cannot start: ")
     assert "Traceback" not in done.stderr
     for name in names:
-        assert name in lines[0]
+        assert name in line
 
 
 @pytest.mark.parametrize(
@@ -79,6 +86,17 @@ def test_a_bad_protocol_table_names_the_file(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules.read_text() + "\nunexpected_top_level_key: 1\n")
     assert_one_line(start({"CDS_AUTH": "off", "TABLES": str(tmp_path)}), "rules.yaml")
+
+
+@pytest.mark.parametrize("kind", ["json", "text"])
+def test_the_line_follows_the_log_format(kind: str) -> None:
+    done = start({"CDS_AUTH": "off", "CDS_MAX_BODY_BYTES": "lots", "CDS_LOG_FORMAT": kind})
+    assert_one_line(done, "CDS_MAX_BODY_BYTES")
+    line = done.stderr.strip()
+    if kind == "json":
+        assert json.loads(line)["message"].startswith("b12-cds: cannot start: ")
+    else:
+        assert line.startswith("b12-cds: cannot start: ")
 
 
 def test_good_settings_start() -> None:

@@ -83,6 +83,7 @@ def test_the_service_stops_with_one_line_naming_the_variable() -> None:
         **os.environ,
         "CDS_AUTH": "off",
         "CDS_DATABASE_URL": "postgresql://cds:hunter2@127.0.0.1:1/cds",
+        "CDS_LOG_FORMAT": "text",
     }
     done = subprocess.run(
         [sys.executable, "-c", "import cds_service.app as a; a.app"],
