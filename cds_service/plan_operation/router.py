@@ -296,49 +296,42 @@ def build_router(
     async def metadata(request: Request) -> Response:
         return fhir_response(knowledge.capability_statement(_today(request), extra_resources or []))
 
-    def read(kind: str, table: Mapping[str, JSON], resource_id: str) -> Response:
-        resource = table.get(resource_id)
-        if resource is None:
-            return error_response(
-                OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
-            )
-        return fhir_response(resource)
+    def serve_artifacts(kind: str, table: Mapping[str, JSON], snake: str) -> None:
+        """The search and the read of one kind of artifact (`snake`: its name in route names)."""
 
-    @api.get(
-        "/PlanDefinition",
-        response_class=Response,
-        responses={200: fhir_body("a searchset Bundle"), 400: fhir_body("unsupported parameter")},
-    )
-    async def search_plan_definitions(request: Request) -> Response:
-        return search_artifacts(
-            request, "PlanDefinition", knowledge.plan_definitions, _base(request)
+        async def search(request: Request) -> Response:
+            return search_artifacts(request, kind, table, _base(request))
+
+        async def read(resource_id: str) -> Response:
+            resource = table.get(resource_id)
+            if resource is None:
+                return error_response(
+                    OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
+                )
+            return fhir_response(resource)
+
+        api.add_api_route(
+            f"/{kind}",
+            search,
+            methods=["GET"],
+            name=f"search_{snake}s",
+            response_class=Response,
+            responses={
+                200: fhir_body("a searchset Bundle"),
+                400: fhir_body("unsupported parameter"),
+            },
+        )
+        api.add_api_route(
+            f"/{kind}/{{resource_id}}",
+            read,
+            methods=["GET"],
+            name=f"read_{snake}",
+            response_class=Response,
+            responses={200: fhir_body(f"the {kind}"), 404: fhir_body("unknown id")},
         )
 
-    @api.get(
-        "/ActivityDefinition",
-        response_class=Response,
-        responses={200: fhir_body("a searchset Bundle"), 400: fhir_body("unsupported parameter")},
-    )
-    async def search_activity_definitions(request: Request) -> Response:
-        return search_artifacts(
-            request, "ActivityDefinition", knowledge.activity_definitions, _base(request)
-        )
-
-    @api.get(
-        "/PlanDefinition/{resource_id}",
-        response_class=Response,
-        responses={200: fhir_body("the PlanDefinition"), 404: fhir_body("unknown id")},
-    )
-    async def read_plan_definition(resource_id: str) -> Response:
-        return read("PlanDefinition", knowledge.plan_definitions, resource_id)
-
-    @api.get(
-        "/ActivityDefinition/{resource_id}",
-        response_class=Response,
-        responses={200: fhir_body("the ActivityDefinition"), 404: fhir_body("unknown id")},
-    )
-    async def read_activity_definition(resource_id: str) -> Response:
-        return read("ActivityDefinition", knowledge.activity_definitions, resource_id)
+    serve_artifacts("PlanDefinition", knowledge.plan_definitions, "plan_definition")
+    serve_artifacts("ActivityDefinition", knowledge.activity_definitions, "activity_definition")
 
     async def run(request: Request, resource_id: str, read: Callable[[], Any]) -> Response:
         try:
