@@ -274,6 +274,10 @@ async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
     raise OperationError(412, "exception", "the record source gave no usable record")
 
 
+Endpoint = Callable[..., Awaitable[Response]]
+Responses = dict[int | str, dict[str, Any]]
+
+
 def build_router(
     engine: Engine | None = None,
     *,
@@ -310,25 +314,23 @@ def build_router(
                 )
             return fhir_response(resource)
 
-        api.add_api_route(
-            f"/{kind}",
-            search,
-            methods=["GET"],
-            name=f"search_{snake}s",
-            response_class=Response,
-            responses={
-                200: fhir_body("a searchset Bundle"),
-                400: fhir_body("unsupported parameter"),
-            },
-        )
-        api.add_api_route(
-            f"/{kind}/{{resource_id}}",
-            read,
-            methods=["GET"],
-            name=f"read_{snake}",
-            response_class=Response,
-            responses={200: fhir_body(f"the {kind}"), 404: fhir_body("unknown id")},
-        )
+        def get(path: str, endpoint: Endpoint, name: str, responses: Responses) -> None:
+            api.add_api_route(
+                path,
+                endpoint,
+                methods=["GET"],
+                name=name,
+                response_class=Response,
+                responses=responses,
+            )
+
+        searched: Responses = {
+            200: fhir_body("a searchset Bundle"),
+            400: fhir_body("unsupported parameter"),
+        }
+        get(f"/{kind}", search, f"search_{snake}s", searched)
+        found: Responses = {200: fhir_body(f"the {kind}"), 404: fhir_body("unknown id")}
+        get(f"/{kind}/{{resource_id}}", read, f"read_{snake}", found)
 
     serve_artifacts("PlanDefinition", knowledge.plan_definitions, "plan_definition")
     serve_artifacts("ActivityDefinition", knowledge.activity_definitions, "activity_definition")
