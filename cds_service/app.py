@@ -25,7 +25,7 @@ with startup.exit_on_operator_error():
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
-    from cds_service import health, heap, logs, metrics, openapi
+    from cds_service import api_docs, health, heap, logs, metrics, openapi
     from cds_service.api_errors import install_error_handlers
     from cds_service.fetch import FhirFetcher
     from cds_service.hooks import router as hooks
@@ -96,7 +96,8 @@ def create_app(
         title="B12 CDS",
         description="CDS Hooks 2.0 service for vitamin B12 deficiency",
         version=state.engine.protocol.version,
-        docs_url="/docs" if settings.docs else None,
+        # FastAPI's /docs loads Swagger UI from a CDN: the service serves its own (api_docs).
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
         redirect_slashes=False,
@@ -118,6 +119,8 @@ def create_app(
     app.include_router(health.build_router(state, readiness))
     if settings.metrics:
         app.include_router(metrics.build_router(counters))
+    if settings.docs:
+        app.include_router(api_docs.build_router())
     app.include_router(hooks.build_router(state, auth))
     # $apply reads patient data, so it is authenticated as the hooks are.
     app.include_router(

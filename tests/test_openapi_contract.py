@@ -137,7 +137,17 @@ async def test_docs_can_be_switched_off() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         assert (await c.get("/openapi.json")).status_code == 404
         assert (await c.get("/docs")).status_code == 404
+        assert (await c.get("/docs/assets/swagger-ui-bundle.js")).status_code == 404
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=APP), base_url="http://testserver"
     ) as c:
-        assert (await c.get("/docs")).status_code == 200
+        page = await c.get("/docs")
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        script = await c.get("/docs/assets/swagger-ui-bundle.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "Apache License" in (await c.get("/docs/assets/LICENSE")).text
+        # Only the files the page needs: nothing else of the package directory is served.
+        for name in ("SOURCE", "..%2F__init__.py", "index.html"):
+            assert (await c.get(f"/docs/assets/{name}")).status_code == 404
