@@ -1,7 +1,10 @@
 """Closed-loop HTTP load generator, run in its own process: `python -m bench.load < spec.json`.
 
 The spec (JSON on stdin): host, port, method, path, body_file (or null), concurrency,
-duration_s, warmup_s, client ("raw" or "httpx"). `concurrency` connections each send one request,
+duration_s, warmup_s, client ("raw" or "httpx"), and optionally requests_file: a JSON-lines file
+of {"method", "path", "body"} (body a string) sent in turn instead of the one request, each
+connection starting at its own place in the list (connection k of c at k/c of it) and going
+through it in order, round and round. `concurrency` connections each send one request,
 wait for the whole answer, and send the next (keep-alive). Requests that complete during the
 warmup are not counted; no request is started after the end. Prints one JSON object: count,
 requests/s, latency percentiles (ms), the median latency of each 0.5-s slice of the measured
@@ -16,9 +19,11 @@ shares the cores with the server (see README.md for the measured difference).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +39,36 @@ class Spec:
     duration_s: float
     warmup_s: float
     client: str = "raw"
+    requests_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    body: bytes | None
+
+
+def calls_of(spec: Spec) -> list[Call]:
+    """The requests to send in turn: the requests file's, or the one of method, path, body."""
+    if spec.requests_file:
+        with open(spec.requests_file, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+        return [
+            Call(r["method"], r["path"], r["body"].encode() if r.get("body") is not None else None)
+            for r in rows
+        ]
+    body = None
+    if spec.body_file:
+        with open(spec.body_file, "rb") as fh:
+            body = fh.read()
+    return [Call(spec.method, spec.path, body)]
+
+
+def rotation(items: list[Any], k: int, concurrency: int) -> Iterator[Any]:
+    """Connection `k`'s endless walk through `items`, from its own starting place."""
+    start = len(items) * k // max(concurrency, 1)
+    return itertools.islice(itertools.cycle(items), start, None)
 
 
 @dataclass
@@ -80,9 +115,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def _request_bytes(spec: Spec, body: bytes | None) -> bytes:
+def _request_bytes(spec: Spec, call: Call) -> bytes:
+    body = call.body
     lines = [
-        f"{spec.method} {spec.path} HTTP/1.1",
+        f"{call.method} {call.path} HTTP/1.1",
         f"Host: {spec.host}:{spec.port}",
         "Accept: application/json",
         "User-Agent: b12-bench",
@@ -119,10 +155,10 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def _raw_worker(spec: Spec, request: bytes, tally: Tally, stop_at: float) -> None:
+async def _raw_worker(spec: Spec, requests: Iterator[bytes], tally: Tally, stop_at: float) -> None:
     reader, writer = await asyncio.open_connection(spec.host, spec.port)
     try:
-        while True:
+        for request in requests:
             started = time.perf_counter()
             if started >= stop_at:
                 return
@@ -136,25 +172,22 @@ async def _raw_worker(spec: Spec, request: bytes, tally: Tally, stop_at: float) 
         writer.close()
 
 
-async def _httpx_worker(
-    spec: Spec, client: Any, body: bytes | None, tally: Tally, stop_at: float
-) -> None:
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    while True:
+async def _httpx_worker(client: Any, calls: Iterator[Call], tally: Tally, stop_at: float) -> None:
+    for call in calls:
+        headers = {"Accept": "application/json"}
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         if started >= stop_at:
             return
-        response = await client.request(spec.method, spec.path, content=body, headers=headers)
+        response = await client.request(call.method, call.path, content=call.body, headers=headers)
         tally.add(started, time.perf_counter(), response.status_code)
 
 
 async def run(spec: Spec) -> dict[str, Any]:
-    body = None
-    if spec.body_file:
-        with open(spec.body_file, "rb") as fh:
-            body = fh.read()
+    calls = calls_of(spec)
+    prebuilt = [_request_bytes(spec, call) for call in calls]
+    c = spec.concurrency
     begin = time.perf_counter()
     tally = Tally(begin + spec.warmup_s, begin + spec.warmup_s + spec.duration_s)
     stop_at = tally.measure_to
@@ -168,12 +201,11 @@ async def run(spec: Spec) -> dict[str, Any]:
             base_url=f"http://{spec.host}:{spec.port}", limits=limits, timeout=30.0
         ) as client:
             workers = [
-                _httpx_worker(spec, client, body, tally, stop_at) for _ in range(spec.concurrency)
+                _httpx_worker(client, rotation(calls, k, c), tally, stop_at) for k in range(c)
             ]
             outcomes = await asyncio.gather(*workers, return_exceptions=True)
     elif spec.client == "raw":
-        request = _request_bytes(spec, body)
-        workers = [_raw_worker(spec, request, tally, stop_at) for _ in range(spec.concurrency)]
+        workers = [_raw_worker(spec, rotation(prebuilt, k, c), tally, stop_at) for k in range(c)]
         outcomes = await asyncio.gather(*workers, return_exceptions=True)
     else:
         raise ValueError(f"unknown client {spec.client!r}")
@@ -184,6 +216,7 @@ async def run(spec: Spec) -> dict[str, Any]:
     return {
         "client": spec.client,
         "concurrency": spec.concurrency,
+        "distinct_requests": len(calls),
         "duration_s": window,
         "warmup_s": spec.warmup_s,
         "count": len(lat),
