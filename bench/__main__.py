@@ -121,6 +121,9 @@ CASES: tuple[Case, ...] = (
     ),
 )
 
+#: The cases `--compare` runs unless `--case` names others.
+COMPARED = ("patient-view", "patient-view-distinct", "sequence")
+
 #: (case, concurrency, metric, comparison, limit) -- reported, never gated on.
 TARGETS: tuple[tuple[str, int | None, str, str, float], ...] = (
     ("patient-view", 16, "ratio", ">=", 0.30),
@@ -210,6 +213,29 @@ def probe(
 
 #: Requests of a several-request case probed before its runs (one patient's whole sequence).
 PROBED = 3
+
+
+def case_inputs(
+    case: Case, env: Env, bodies_dir: Path, entry: dict[str, Any]
+) -> tuple[Path | None, Path | None, list[tuple[str, bytes | None]]]:
+    """The files bench/load.py sends for `case` (its body, or its requests in turn) and the
+    requests to probe first; notes their sizes in `entry`."""
+    body_file = requests_file = None
+    body = None
+    if case.body is not None:
+        body = json.dumps(case.body(env), separators=(",", ":")).encode()
+        body_file = bodies_dir / f"{case.name}.json"
+        body_file.write_bytes(body)
+        entry["request_bytes"] = len(body)
+    probes: list[tuple[str, bytes | None]] = [(case.path, body)]
+    if case.requests is not None:
+        requests_file, probes, sizes = write_requests(
+            case.requests(env), bodies_dir / f"{case.name}.jsonl"
+        )
+        entry["distinct_requests"] = len(sizes)
+        entry["request_bytes"] = sorted(sizes)[len(sizes) // 2]
+        entry["request_bytes_range"] = [min(sizes), max(sizes)]
+    return body_file, requests_file, probes
 
 
 def write_requests(
@@ -314,23 +340,7 @@ def benchmark(s: Settings) -> dict[str, Any]:
             if case.needs_fhir_server and fhir_url is None:
                 entry["skipped"] = f"no FHIR test server: {fhir_problem}"
                 continue
-            body_file = None
-            body = None
-            requests_file = None
-            probes: list[tuple[str, bytes | None]] = []
-            if case.body is not None:
-                body = json.dumps(case.body(env), separators=(",", ":")).encode()
-                body_file = bodies_dir / f"{case.name}.json"
-                body_file.write_bytes(body)
-                entry["request_bytes"] = len(body)
-            probes = [(case.path, body)]
-            if case.requests is not None:
-                requests_file, probes, sizes = write_requests(
-                    case.requests(env), bodies_dir / f"{case.name}.jsonl"
-                )
-                entry["distinct_requests"] = len(sizes)
-                entry["request_bytes"] = sorted(sizes)[len(sizes) // 2]
-                entry["request_bytes_range"] = [min(sizes), max(sizes)]
+            body_file, requests_file, probes = case_inputs(case, env, bodies_dir, entry)
             for path, probe_body in probes:
                 status, text = probe(service, case, probe_body, path)
                 if status != 200:
@@ -585,6 +595,11 @@ def main(argv: list[str] | None = None) -> int:
         help="audit trail on against off, in-process, alternating rounds (--smoke: a quick run)",
     )
     parser.add_argument("--rounds", type=int, help="--audit-cost: rounds (default 8; smoke 2)")
+    mode.add_argument(
+        "--compare",
+        metavar="REF",
+        help="this build's service against commit REF's, side by side (bench/compare.py)",
+    )
     parser.add_argument("--stack", choices=STACKS, default="standard", help="HTTP server stack")
     parser.add_argument("--workers", type=int, help="worker processes per app (default 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
@@ -640,6 +655,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         s.out.write_text(json.dumps(result, indent=2) + "\n")
         print(format_scaling(result))
+        print(f"\nResults: {s.out}")
+        return 0
+
+    if args.compare:
+        from bench.compare import compare, format_compare, write
+
+        s = Settings(
+            mode="compare",
+            duration_s=args.duration if args.duration is not None else 4.0,
+            warmup_s=args.warmup if args.warmup is not None else 0.5,
+            concurrency=tuple(int(x) for x in (args.concurrency or "1,16").split(",")),
+            client=args.client,
+            out=args.out or RESULTS / "compare.json",
+            cases=tuple(args.case) if args.case else COMPARED,
+            stack=args.stack,
+            workers=args.workers or 1,
+        )
+        bodies_dir = RESULTS / "bodies"
+        bodies_dir.mkdir(parents=True, exist_ok=True)
+        chosen = [c for c in CASES if c.name in (s.cases or ()) and not c.needs_fhir_server]
+        result = compare(
+            ref=args.compare,
+            cases=chosen,
+            bodies=lambda case: case_inputs(case, Env(), bodies_dir, {})[:2],
+            run_load=run_load,
+            settings=s,
+            results=RESULTS,
+        )
+        write(result, s.out)
+        print(format_compare(result))
         print(f"\nResults: {s.out}")
         return 0
 

@@ -67,9 +67,9 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def command(stack: str, app: str, port: int, workers: int) -> list[str]:
+def command(stack: str, app: str, port: int, workers: int, python: str | None = None) -> list[str]:
     """The command line that serves `app` on `stack` with `workers` worker processes."""
-    py = sys.executable
+    py = python or sys.executable
     if stack in ("standard", "plain"):
         return [
             py,
@@ -121,6 +121,10 @@ class Server:
     log_path: Path | None = None
     stack: str = "standard"
     workers: int = 1
+    #: Another build's interpreter and source tree (bench --compare): its `cds_service` is
+    #: imported from `tree` (first on PYTHONPATH), which is also the working directory.
+    python: str | None = None
+    tree: Path | None = None
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
@@ -135,17 +139,23 @@ class Server:
         return self.process.pid
 
     def command(self) -> list[str]:
-        return command(self.stack, self.app, self.port, self.workers)
+        return command(self.stack, self.app, self.port, self.workers, self.python)
 
-    def start(self, timeout_s: float = 20.0) -> Server:
+    def start(self, timeout_s: float = 60.0) -> Server:
         self.port = free_port()
         env = {**os.environ, **self.env}
+        if self.tree is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.tree), os.environ.get("PYTHONPATH")) if p
+            )
         # The service logs to stderr; a file (not a pipe nobody reads) so it never blocks.
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("wb")
         out = self._log if self._log is not None else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out)
+        self.process = subprocess.Popen(
+            self.command(), env=env, stdout=out, stderr=out, cwd=self.tree
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
