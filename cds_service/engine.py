@@ -68,11 +68,16 @@ class Engine:
         requester: str | None = None,
         encounter: str | None = None,
         authored_on: date | None = None,
+        templated: bool = False,
     ) -> dict[str, list[dict[str, Any]]]:
-        """The series of every schedule in the plan, keyed by regimen id."""
+        """The series of every schedule in the plan, keyed by regimen id; `templated` for an
+        answer that is only serialised with orjson (cds_service.fhir.medication_requests)."""
         patient = plan.assessment.facts.patient_reference or "Patient/unknown"
         ctx = OrderContext(patient, authored_on or plan.start, requester, encounter)
-        return {s.regimen_id: self.writer.series(s, plan.assessment, ctx) for s in plan.schedules}
+        return {
+            s.regimen_id: self.writer.series(s, plan.assessment, ctx, templated=templated)
+            for s in plan.schedules
+        }
 
 
 def bundle_resources(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -7,9 +7,15 @@ than by references between them (CDS Hooks 2.0, protocol section 5).
 What a phase's order shares with every patient's (medication, route, dose, timing, course) is
 its template. Every template is validated as part of an R4B MedicationRequest when the writer
 is built, so a regimen table that would produce invalid FHIR stops the service at start-up
-instead of reaching an EHR. Per call the template is built afresh (building the small dicts
-costs less than copying them, and no caller can change a shared one through its output) and
-the patient's parts (ids, dates, reasons, requester) are filled in.
+instead of reaching an EHR.
+
+Two ways out, the same JSON: `series()` builds every dict afresh (the CLI, `$apply`, the
+pages: callers that may read or change what they get), while `series(..., templated=True)`,
+for the hook answers, which are only serialised (orjson) and audited, puts in the JSON text of
+the fixed parts serialised once at start-up (`orjson.Fragment`) from the very dicts that were
+validated, and memoises what depends only on the regimen and the start day (the dosage text,
+`timing`, the notes): per call only the patient's parts (ids, dates, reasons, requester,
+encounter) are built. tests/test_output_templates.py checks that both give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from pydantic import ValidationError
 
@@ -29,7 +37,7 @@ from cds_service.clinical.facts import CodedRecord
 from cds_service.clinical.regimen import Schedule, ScheduledPhase
 from cds_service.fhir.dosage_text import dosage_text
 from cds_service.protocol import Protocol, ProtocolError
-from cds_service.protocol.model import CodeEntry, Phase
+from cds_service.protocol.model import CodeEntry, Duration, Phase
 
 UCUM = "http://unitsofmeasure.org"
 COURSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy"
@@ -39,6 +47,8 @@ COURSE_DISPLAY = {
 }
 DOSE_RATE_SYSTEM = "http://terminology.hl7.org/CodeSystem/dose-rate-type"
 _NAMESPACE = uuid.UUID("6f1c2a3e-8d4b-5e7f-9a0b-1c2d3e4f5a6b")
+#: Dated parts kept per (regimen, phase, start day, ...): a few per day and regimen in use.
+_DATED_CACHE = 4096
 
 JSON = dict[str, Any]
 
@@ -84,6 +94,32 @@ class PhaseTemplate:
     dose_and_rate: list[JSON]
     #: `timing.repeat` without its `boundsPeriod`, which is dated per patient.
     repeat: JSON
+
+
+@dataclass(frozen=True)
+class PhaseText:
+    """A template's fixed parts as JSON text, serialised once from the validated dicts."""
+
+    phase: Phase
+    medication: orjson.Fragment
+    course: orjson.Fragment
+    route: orjson.Fragment
+    dose_and_rate: orjson.Fragment
+    repeat: JSON
+
+    @classmethod
+    def of(cls, phase: Phase, template: PhaseTemplate) -> PhaseText:
+        def text(value: Any) -> orjson.Fragment:
+            return orjson.Fragment(orjson.dumps(value))
+
+        return cls(
+            phase,
+            text(template.medication),
+            text(template.course),
+            text(template.route),
+            text(template.dose_and_rate),
+            template.repeat,
+        )
 
 
 def phase_template(protocol: Protocol, phase: Phase) -> PhaseTemplate:
@@ -134,7 +170,7 @@ def phase_template(protocol: Protocol, phase: Phase) -> PhaseTemplate:
 
 
 def assemble(
-    template: PhaseTemplate,
+    template: PhaseTemplate | PhaseText,
     *,
     resource_id: str,
     group: str,
@@ -143,8 +179,10 @@ def assemble(
     reasons: list[JSON],
     text: str,
     bounds: JSON,
+    timing: JSON | orjson.Fragment | None = None,
 ) -> JSON:
-    """One phase's order: its template with one patient's parts filled in."""
+    """One phase's order: its template with one patient's parts filled in (`timing`, when
+    given, is the `timing` of `bounds` already made)."""
     return {
         "resourceType": "MedicationRequest",
         "id": resource_id,
@@ -160,7 +198,7 @@ def assemble(
             {
                 "sequence": 1,
                 "text": text,
-                "timing": {"repeat": {"boundsPeriod": bounds, **template.repeat}},
+                "timing": timing or {"repeat": {"boundsPeriod": bounds, **template.repeat}},
                 "route": template.route,
                 "doseAndRate": template.dose_and_rate,
             }
@@ -172,9 +210,14 @@ class MedicationRequestWriter:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.codes = code_index(protocol)
+        self._texts: dict[tuple[str, str], PhaseText] = {}
         for regimen_id, regimen in protocol.regimens.regimens.items():
             for phase in regimen.phases:
-                self._check((regimen_id, phase.id), phase_template(protocol, phase))
+                template = phase_template(protocol, phase)
+                self._check((regimen_id, phase.id), template)
+                self._texts[regimen_id, phase.id] = PhaseText.of(phase, template)
+        self._dated = lru_cache(maxsize=_DATED_CACHE)(self._dated_parts)
+        self._notes = lru_cache(maxsize=_DATED_CACHE)(self._note_text)
 
     @staticmethod
     def _check(key: tuple[str, str], template: PhaseTemplate) -> None:
@@ -248,10 +291,113 @@ class MedicationRequestWriter:
             out += [e for e in self.codes.entries_in(value_set, record.codings) if e not in out]
         return out
 
-    def series(self, schedule: Schedule, assessment: Assessment, ctx: OrderContext) -> list[JSON]:
+    def series(
+        self,
+        schedule: Schedule,
+        assessment: Assessment,
+        ctx: OrderContext,
+        *,
+        templated: bool = False,
+    ) -> list[JSON]:
+        """One order per phase; `templated`: with the fixed parts as JSON text (see above)."""
         group = self.group_id(schedule, assessment, ctx)
         reasons = self.reason_codes(assessment)
+        if templated:
+            return [
+                self._templated(p, schedule, assessment, ctx, group, reasons)
+                for p in schedule.phases
+            ]
         return [self._one(p, schedule, assessment, ctx, group, reasons) for p in schedule.phases]
+
+    def _dated_parts(
+        self,
+        regimen_id: str,
+        phase_id: str,
+        index: int,
+        start: date,
+        end: date | None,
+        review: Duration,
+    ) -> tuple[str, orjson.Fragment]:
+        """The dosage text and `timing` of a phase on its dates: the same for every patient."""
+        text = self._texts[regimen_id, phase_id]
+        phase = text.phase
+        scheduled = ScheduledPhase(phase, index, start, end)
+        medication = self.protocol.regimens.medications[phase.medication]
+        route = self.protocol.regimens.routes[phase.route]
+        bounds = {"start": scheduled.start.isoformat()}
+        if scheduled.end:
+            bounds["end"] = scheduled.end.isoformat()
+        timing = {"repeat": {"boundsPeriod": bounds, **text.repeat}}
+        return (
+            dosage_text(scheduled, medication, route, review),
+            orjson.Fragment(orjson.dumps(timing)),
+        )
+
+    def _note_text(
+        self,
+        regimen_id: str,
+        phase_id: str,
+        index: int,
+        open_ended: bool,
+        phases: int,
+        review_note: str | None,
+    ) -> orjson.Fragment:
+        phase = self._texts[regimen_id, phase_id].phase
+        scheduled = ScheduledPhase(phase, index, date.min, None if open_ended else date.min)
+        return orjson.Fragment(orjson.dumps(self._note(scheduled, phases, review_note)))
+
+    def _note(self, scheduled: ScheduledPhase, phases: int, review_note: str | None) -> list[JSON]:
+        phase = scheduled.phase
+        notes = [f"Phase {scheduled.index + 1} of {phases}: {phase.title}."]
+        if phase.condition:
+            notes.append(phase.condition)
+        if phase.maintenance:
+            notes.append(self.protocol.rules.maintenance_note)
+            if scheduled.end is not None and review_note:
+                notes.append(review_note)
+        return [{"text": n} for n in notes]
+
+    @staticmethod
+    def _review_note(assessment: Assessment) -> str | None:
+        rule = assessment.type_rule
+        return rule.review_note if rule is not None else None
+
+    def _templated(
+        self,
+        scheduled: ScheduledPhase,
+        schedule: Schedule,
+        assessment: Assessment,
+        ctx: OrderContext,
+        group: str,
+        reasons: list[JSON],
+    ) -> JSON:
+        phase = scheduled.phase
+        template = self._texts.get((schedule.regimen_id, phase.id))
+        if template is None or template.phase is not phase:
+            # Not a phase of the tables validated at start-up: the plain way.
+            return self._one(scheduled, schedule, assessment, ctx, group, reasons)
+        review = assessment.profile.maintenance_review
+        key = (schedule.regimen_id, phase.id, scheduled.index)
+        text, timing = self._dated(*key, scheduled.start, scheduled.end, review)
+        resource = assemble(
+            template,
+            resource_id=f"{group[:8]}-{scheduled.index + 1}-{phase.id}",
+            group=group,
+            patient=ctx.patient,
+            authored_on=ctx.authored_on,
+            reasons=reasons,
+            text=text,
+            bounds={},
+            timing=timing,
+        )
+        if ctx.encounter:
+            resource["encounter"] = reference(ctx.encounter, "Encounter")
+        if ctx.requester:
+            resource["requester"] = reference(ctx.requester, "Practitioner")
+        resource["note"] = self._notes(
+            *key, scheduled.end is None, len(schedule.phases), self._review_note(assessment)
+        )
+        return resource
 
     def _one(
         self,
@@ -285,13 +431,7 @@ class MedicationRequestWriter:
             resource["encounter"] = reference(ctx.encounter, "Encounter")
         if ctx.requester:
             resource["requester"] = reference(ctx.requester, "Practitioner")
-        notes = [f"Phase {scheduled.index + 1} of {len(schedule.phases)}: {phase.title}."]
-        if phase.condition:
-            notes.append(phase.condition)
-        if phase.maintenance:
-            notes.append(protocol.rules.maintenance_note)
-            rule = assessment.type_rule
-            if scheduled.end is not None and rule is not None and rule.review_note:
-                notes.append(rule.review_note)
-        resource["note"] = [{"text": n} for n in notes]
+        resource["note"] = self._note(
+            scheduled, len(schedule.phases), self._review_note(assessment)
+        )
         return resource

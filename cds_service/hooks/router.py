@@ -238,9 +238,14 @@ def answer(
     record: ResolvedRecord,
     today: date,
     base_url: str = "",
+    *,
+    templated: bool = True,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> tuple[Plan, list[dict[str, Any]]]:
     """The plan (for the audit trail) and the cards for one call; `base_url` is where the
-    cards' links to the pages point."""
+    cards' links to the pages point. The answer is only serialised by orjson and audited, so
+    its MedicationRequests hold their fixed parts as JSON text made at start-up (`templated`;
+    the same bytes as plain dicts: tests/test_output_templates.py)."""
     ctx = request.context
     plan = state.engine.plan(
         record.resources,
@@ -254,7 +259,7 @@ def answer(
     user = ctx.get("userId")
     encounter = ctx.get("encounterId")
     series = state.engine.medication_requests(
-        plan, requester=user, encounter=encounter, authored_on=today
+        plan, requester=user, encounter=encounter, authored_on=today, templated=templated
     )
     selections = ctx.get("selections")
     hook_ctx = HookContext(
@@ -268,4 +273,4 @@ def answer(
         authored_on=today,
         base_url=base_url,
     )
-    return plan, state.cards.cards(plan, series, hook_ctx, new_id=lambda: str(uuid.uuid4()))
+    return plan, state.cards.cards(plan, series, hook_ctx, new_id=new_id)

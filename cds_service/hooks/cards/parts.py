@@ -78,8 +78,13 @@ def evidence_lines(items: Iterable[Evidence]) -> list[str]:
     return lines
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def short_date(day: date) -> str:
-    return f"{day.day} {day.strftime('%b')}"
+    """ "1 Dec": English month names whatever the locale (and without `date.strftime`, which
+    costs tens of microseconds a call)."""
+    return f"{day.day} {_MONTHS[day.month - 1]}"
 
 
 def date_range(start: date, end: date) -> str:
@@ -109,12 +114,29 @@ def short_frequency(t: Timing) -> str:
     return f"{t.frequency}× every {t.period:g} {unit}"
 
 
+#: Schedule texts kept per regimen and dates (a few per regimen and start day in use).
+_SCHEDULE_TEXTS = 4096
+
+
+def _schedule_key(schedule: Schedule) -> tuple[Any, ...]:
+    """What a schedule's text depends on: its regimen (hence its phases), lifelong or not, and
+    its dates."""
+    return (
+        schedule.regimen_id,
+        schedule.lifelong,
+        tuple((p.index, p.start, p.end) for p in schedule.phases),
+    )
+
+
 class CardParts:
-    """Holds the protocol and its code index; every method is pure given its arguments."""
+    """Holds the protocol and its code index; every method is pure given its arguments, so the
+    schedule texts (phase lines, shapes) are memoised per regimen and dates."""
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.codes = code_index(protocol)
+        self._phase_lines: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self._shapes: dict[tuple[Any, ...], str] = {}
 
     def source(self, plan: Plan) -> JSON:
         a = plan.assessment
@@ -248,6 +270,14 @@ class CardParts:
 
     def phase_lines(self, schedule: Schedule) -> list[str]:
         """One line per phase with its dates: "1–7 Dec: 1000 mcg IM daily ×7"."""
+        key = _schedule_key(schedule)
+        lines = self._phase_lines.get(key)
+        if lines is None:
+            lines = tuple(self._dated_lines(schedule))
+            _remember(self._phase_lines, key, lines)
+        return list(lines)
+
+    def _dated_lines(self, schedule: Schedule) -> list[str]:
         lines = []
         for p in schedule.phases:
             if p.end is None:
@@ -266,6 +296,14 @@ class CardParts:
 
     def shape(self, schedule: Schedule) -> str:
         """The schedule's shape for a summary or label: "1000 mcg IM daily ×7, then monthly"."""
+        key = _schedule_key(schedule)
+        words = self._shapes.get(key)
+        if words is None:
+            words = self._shape(schedule)
+            _remember(self._shapes, key, words)
+        return words
+
+    def _shape(self, schedule: Schedule) -> str:
         first, last = schedule.phases[0], schedule.phases[-1]
         words = self.phase_words(first)
         if last is not first:
@@ -316,6 +354,12 @@ class CardParts:
         if ctx.encounter_id:
             request["encounter"] = reference(ctx.encounter_id, "Encounter")
         return request
+
+
+def _remember(memo: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+    if len(memo) >= _SCHEDULE_TEXTS:
+        memo.clear()  # start days move on: the old ones are not asked for again
+    memo[key] = value
 
 
 def absolute(cards: list[JSON], base_url: str) -> list[JSON]:
