@@ -9,7 +9,8 @@ The stages are the ones the HTTP service runs for `POST /cds-services/{id}`
 - facts: `engine.extractor.extract`
 - assessment: `engine.assessor.assess`
 - regimen: `engine.planner.plan`
-- fhir_output: `engine.medication_requests` + `CardBuilder.cards`
+- fhir_output: `engine.medication_requests` (templated, as the hook route asks them) +
+  `CardBuilder.cards`
 - serialise: `orjson.dumps` of `{"cards": [...]}`, as the service's response class does
 
 Each stage also shows the part of its time spent in strict R4 validation: the extractor
@@ -139,6 +140,7 @@ def profile(
             requester=ctx.get("userId"),
             encounter=ctx.get("encounterId"),
             authored_on=start,
+            templated=True,  # as the hook route asks for them
         )
         hook_ctx = HookContext(
             hook=hook,
