@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from cds_service.clinical.raw import OBJECT
@@ -93,13 +94,31 @@ def subject_mismatch(
     A reference that cannot be resolved counts as someone else: it cannot be shown to be the
     patient. An absent element is not a mismatch (prefetch and fetch queries are patient-scoped).
     """
+    plain = _plain_reference(patient_id)
     for name in SUBJECT_FIELDS:
         if name not in resource or resource[name] is None:
             continue
-        target = target_of(resource[name], base_url=base_url, full_urls=full_urls)
+        value = resource[name]
+        if (
+            # The usual case, decided without parsing: what target_of would answer for it.
+            plain is not None
+            and type(value) is dict
+            and value.get("reference") == plain
+            and value.get("type") in (None, "Patient")
+            and not (full_urls and plain in full_urls)
+        ):
+            continue
+        target = target_of(value, base_url=base_url, full_urls=full_urls)
         if target != ("Patient", patient_id):
             return name
     return None
+
+
+@lru_cache(maxsize=1024)
+def _plain_reference(patient_id: str) -> str | None:
+    """`Patient/<id>` when `target_of` reads that text as this patient, else None."""
+    text = f"Patient/{patient_id}"
+    return text if _split_relative(text) == ("Patient", patient_id) else None
 
 
 def full_urls_of(*bundles: Any) -> dict[str, Mapping[str, Any]]:
