@@ -44,6 +44,8 @@ AUTH_OFF_WARNING = (
     "CDS_AUTH=off: CDS client authentication is DISABLED; any caller can use this service. "
     "Never run like this with real patient data."
 )
+#: Base URLs remembered (distinct scheme, server, root path and Host header seen).
+_BASE_URLS = 64
 #: The auth-off warning is repeated on calls at most this often: a reminder, not a flood.
 AUTH_OFF_REPEAT_S = 60.0
 
@@ -61,6 +63,7 @@ class ServiceState:
         except LookupError as exc:
             raise SettingsError(f"CDS_PROFILE: {exc}") from None
         self.cards = CardBuilder(self.engine.protocol)
+        self._base_urls: dict[tuple[Any, ...], str] = {}
         self.caps = Caps(
             draft_orders=settings.max_draft_orders,
             entries_per_key=settings.max_entries_per_key,
@@ -68,7 +71,25 @@ class ServiceState:
         )
 
     def url(self, request: Request, path: str) -> str:
-        return (self.settings.public_base_url or str(request.base_url).rstrip("/")) + path
+        return (self.settings.public_base_url or self._base_url(request)) + path
+
+    def _base_url(self, request: Request) -> str:
+        """The URL the request reached the service at, remembered per scheme, server, root
+        path and Host header (Starlette builds it afresh on each call)."""
+        scope = request.scope
+        key = (
+            scope.get("scheme"),
+            scope.get("server"),
+            scope.get("app_root_path"),
+            scope.get("root_path"),
+            request.headers.get("host"),
+        )
+        known = self._base_urls.get(key)
+        if known is None:
+            known = str(request.base_url).rstrip("/")
+            if len(self._base_urls) < _BASE_URLS:  # Host headers are the client's to choose
+                self._base_urls[key] = known
+        return known
 
     async def audit(self, answer: Answer, plan: Plan, cards: list[dict[str, Any]]) -> None:
         """Queue the GuidanceResponse of a CDS Hooks answer (written behind; cds_service.store)."""
