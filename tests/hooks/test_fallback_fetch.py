@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from typing import Any
 
@@ -13,31 +14,11 @@ from support import golden_expected, isolated_settings
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
 
+from .fetching import fetching_app, post, post_fetching, without_prefetch
 from .helpers import START, client, golden_request, golden_requests
 
 pytestmark = pytest.mark.anyio
-PV = "/cds-services/b12-patient-view"
 PATIENT_VIEWS = [slug for slug, hook in golden_requests() if hook == "patient-view"]
-
-
-def fetching_app(allowlist: Allowlist, profile: str | None = None, **kw: Any) -> Any:
-    fetcher = FhirFetcher(allowlist, **kw)
-    settings = isolated_settings(auth=False, profile=profile)
-    return create_app(settings, fetcher=fetcher, clock=lambda: START), fetcher
-
-
-def without_prefetch(body: dict[str, Any], server: FhirTestServer, *keep: str) -> dict[str, Any]:
-    body = copy.deepcopy(body)
-    body["prefetch"] = {k: v for k, v in body["prefetch"].items() if k in keep}
-    body["fhirServer"] = server.base_url
-    body["fhirAuthorization"] = {
-        "access_token": server.token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "b12-cds",
-    }
-    return body
 
 
 def clinical(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -50,20 +31,6 @@ def clinical(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
             s.pop("uuid", None)
         out.append(card)
     return out
-
-
-async def post(app: Any, body: dict[str, Any]) -> Any:
-    async with client(app, signed=False) as c:
-        return await c.post(PV, json=body)
-
-
-async def post_fetching(body: dict[str, Any], allowlist: Allowlist | None = None, **kw: Any) -> Any:
-    """One patient-view call to an app whose fetcher may call loopback servers by default."""
-    app, fetcher = fetching_app(allowlist or Allowlist(allow_loopback=True), **kw)
-    try:
-        return await post(app, body)
-    finally:
-        await fetcher.aclose()
 
 
 async def apply_from(server: FhirTestServer, patient: str) -> Any:
@@ -191,12 +158,65 @@ def _invalid_b12_patient(server: FhirTestServer) -> dict[str, Any]:
     return body
 
 
-async def test_invalid_fhir_the_rules_read_is_412_when_fetched(
-    fhir_server: FhirTestServer,
+#: Fetched resources the rules read, each invalid at one element; the value is a marker that
+#: must never reach the answer or the log (values are patient data).
+INVALID_FETCHED = {
+    "observations": ("Observation/fetch-invalid-b12", "valueQuantity.value", "low-7731"),
+    "conditions": ("Condition/fetch-invalid-pa", "recordedDate", "yesterday-7731"),
+}
+
+
+def _invalid_fetched_record(server: FhirTestServer, key: str) -> dict[str, Any]:
+    """A record on the FHIR server with one invalid resource under `key` (the rest valid)."""
+    patient = {"resourceType": "Patient", "id": "fetch-invalid", "birthDate": "1960-01-01"}
+    b12 = {**INVALID_B12, "valueQuantity": {"value": 120, "unit": "pmol/L"}}
+    condition = {
+        "resourceType": "Condition",
+        "id": "fetch-invalid-pa",
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "D51.0"}]},
+        "subject": {"reference": "Patient/fetch-invalid"},
+        "recordedDate": "2025-01-01",
+    }
+    if key == "observations":
+        b12["valueQuantity"] = {"value": INVALID_FETCHED[key][2], "unit": "pmol/L"}
+    else:
+        condition["recordedDate"] = INVALID_FETCHED[key][2]
+    server.add_bundle(
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in (patient, b12, condition)],
+        }
+    )
+    body = without_prefetch(golden_request("t6-unspecified-low-b12", "patient-view"), server)
+    body["context"]["patientId"] = "fetch-invalid"
+    return body
+
+
+@pytest.mark.parametrize("key", sorted(INVALID_FETCHED))
+async def test_invalid_fhir_fetched_is_412_naming_the_key_and_element_never_the_value(
+    fhir_server: FhirTestServer, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    response = await post_fetching(_invalid_b12_patient(fhir_server))
+    reference, element, value = INVALID_FETCHED[key]
+    caplog.set_level(logging.DEBUG)
+    response = await post_fetching(_invalid_fetched_record(fhir_server, key))
     assert response.status_code == 412, response.text
-    assert response.json()["error"]["missing"] == ["observations"]
+    error = response.json()["error"]
+    assert error["missing"] == [key]
+    reason = error["reasons"][key]
+    assert "invalid FHIR" in reason
+    assert f"{reference} is not valid FHIR R4 at {element}" in reason
+    assert f"{key}: " in error["message"] and element in error["message"]
+    assert value not in response.text
+    assert value not in caplog.text
 
 
 async def test_the_same_invalid_fhir_is_400_when_the_client_sent_it(

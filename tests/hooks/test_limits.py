@@ -13,14 +13,13 @@ from fhirserver import FhirTestServer
 from support import isolated_settings
 
 from cds_service.app import create_app
-from cds_service.fetch import Allowlist, FhirFetcher
 from cds_service.fetch.budget import MemoryBudget, _Usage
 from cds_service.json_limits import MAX_DEPTH, too_deep
 
+from .fetching import PV, post_fetching, without_prefetch
 from .helpers import START, client, golden_request
 
 pytestmark = pytest.mark.anyio
-PV = "/cds-services/b12-patient-view"
 APPLY = "/fhir/PlanDefinition/b12-deficiency-standard/$apply"
 
 
@@ -180,34 +179,16 @@ async def test_a_large_request_does_not_hold_the_event_loop() -> None:
 
 
 def fetch_body(server: FhirTestServer) -> dict[str, Any]:
+    """The observations come from the FHIR server, the rest from the prefetch."""
     body = golden_request("t6-unspecified-low-b12", "patient-view")
-    del body["prefetch"]["observations"]
-    body["fhirServer"] = server.base_url
-    body["fhirAuthorization"] = {
-        "access_token": server.token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "b12-cds",
-    }
-    return body
-
-
-async def _call(fetcher: FhirFetcher, body: dict[str, Any]) -> Any:
-    app = create_app(isolated_settings(auth=False), fetcher=fetcher, clock=lambda: START)
-    try:
-        async with client(app, signed=False) as c:
-            return await c.post(PV, json=body)
-    finally:
-        await fetcher.aclose()
+    return without_prefetch(body, server, *(k for k in body["prefetch"] if k != "observations"))
 
 
 async def test_an_answer_past_the_per_call_budget_is_412_not_an_oom(
     fhir_server: FhirTestServer,
 ) -> None:
     budget = MemoryBudget(per_call=1024, total=1024 * 1024)
-    fetcher = FhirFetcher(Allowlist(allow_loopback=True), budget=budget)
-    r = await _call(fetcher, fetch_body(fhir_server))
+    r = await post_fetching(fetch_body(fhir_server), budget=budget)
     assert r.status_code == 412, r.text
     assert "CDS_FHIR_MAX_BYTES_PER_CALL" in r.json()["error"]["reasons"]["observations"]
     assert budget.used == 0  # given back when the call was answered
@@ -220,13 +201,11 @@ async def test_the_process_budget_in_use_by_other_calls_makes_the_key_unavailabl
     others = [_Usage(), _Usage()]
     for other in others:  # two other calls hold nearly all of it
         budget.reserve(other, 1024 * 1024 - 50)
-    fetcher = FhirFetcher(Allowlist(allow_loopback=True), budget=budget)
-    r = await _call(fetcher, fetch_body(fhir_server))
+    r = await post_fetching(fetch_body(fhir_server), budget=budget)
     assert r.status_code == 412
     assert "in use by other calls" in r.json()["error"]["reasons"]["observations"]
     for other in others:
         budget.release(other)
-    fetcher = FhirFetcher(Allowlist(allow_loopback=True), budget=budget)
-    r = await _call(fetcher, fetch_body(fhir_server))
+    r = await post_fetching(fetch_body(fhir_server), budget=budget)
     assert r.status_code == 200, r.text
     assert budget.used == 0
