@@ -28,6 +28,7 @@ with startup.exit_on_operator_error():
     from cds_service import api_docs, health, heap, logs, metrics, openapi
     from cds_service.api_errors import install_error_handlers
     from cds_service.fetch import FhirFetcher
+    from cds_service.hooks import large_bodies
     from cds_service.hooks import router as hooks
     from cds_service.hooks.prefetch import Fetcher
     from cds_service.middleware.access_log import AccessLogMiddleware
@@ -77,12 +78,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         heap.settle()
+        large_bodies.process_reader(settings.read_processes).warm_up()
         yield
         # The HTTP client belongs to the event loop that used it: close it with the app.
         if built is not None:
             await built.aclose()
         # Graceful shutdown: every queued audit record is written before the process ends.
         await state.store.close()
+        large_bodies.process_reader(settings.read_processes).close()
 
     store = Store(settings)
     store.audit.queue.on_depth = counters.observe_audit_queue

@@ -102,6 +102,9 @@ class Settings:
     max_entries_per_key: int = 10_000
     #: CDS_MAX_RESOURCES: resources one call may carry in all (prefetch, draft orders, $apply data).
     max_resources: int = 20_000
+    #: CDS_READ_PROCESSES: processes (per worker) that read hook requests over 256 KiB, so
+    #: their parsing never holds the event loop; 0 reads them in a thread of the worker.
+    read_processes: int = 1
     #: CDS_FHIR_MAX_BYTES_PER_CALL: bytes the fallback fetch may buffer for one call.
     fhir_max_bytes_per_call: int = 16 * 1024 * 1024
     #: CDS_FHIR_MAX_BYTES_TOTAL: bytes the fallback fetch may hold for all calls of the process.
@@ -150,6 +153,7 @@ class Settings:
             max_draft_orders=int(_number(env, "CDS_MAX_DRAFT_ORDERS", 200, minimum=1)),
             max_entries_per_key=int(_number(env, "CDS_MAX_ENTRIES_PER_KEY", 10_000, minimum=1)),
             max_resources=int(_number(env, "CDS_MAX_RESOURCES", 20_000, minimum=1)),
+            read_processes=int(_number(env, "CDS_READ_PROCESSES", 1, minimum=0)),
             fhir_max_bytes_per_call=int(
                 _number(env, "CDS_FHIR_MAX_BYTES_PER_CALL", 16 * 1024 * 1024, minimum=1024)
             ),

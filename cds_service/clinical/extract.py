@@ -398,9 +398,7 @@ class FactExtractor:
                 if analyte:
                     keep_latest(analyte, res)
             elif kind == "Procedure":
-                if _str(res.get("status")) == "completed" and self.codes.known(
-                    _codings(res.get("code"))
-                ):
+                if self._procedure_counts(res):
                     _validate(res)
                     record = self._coded(res, res.get("code"), res.get("performedDateTime"))
                     procedures.append(replace(record, resected_cm=self._length_in(res)))
@@ -418,7 +416,7 @@ class FactExtractor:
                 record = self._allergy(res)
                 if record:
                     allergies.append(record)
-            elif kind == "ServiceRequest" and _str(res.get("status")) == "draft":
+            elif kind == "ServiceRequest" and self._draft_test(res):
                 record = self._service_request(res)
                 if record:
                     draft_tests.append(record)
@@ -482,6 +480,73 @@ class FactExtractor:
             unusable=tuple(unusable),
         )
 
+    def relevant(
+        self, resources: Iterable[Resource], *, today: date | None = None
+    ) -> list[Resource]:
+        """The resources `extract` can read, in their order: the rest cannot change the Facts.
+
+        `extract(relevant(r, today=d), today=d)` gives the same Facts as `extract(r, today=d)`
+        (a test holds them to it). Of each analyte's results it keeps the newest ones down to
+        the first usable result, the one that decides (and the analyte's first in the record,
+        which fixes its place); older results are never read. A large
+        record is cut down to this before it is handed on, so the work that stays on the event
+        loop is proportional to what the rules read, not to the size of the record.
+        """
+        keep: list[Resource] = []
+        results: dict[str, list[tuple[datetime | None, int]]] = {}
+        for res in resources:
+            if not isinstance(res, OBJECT):
+                continue
+            kind = res.get("resourceType")
+            if kind == "Observation":
+                if _str(res.get("status")) not in OBSERVATION_STATUSES:
+                    continue
+                analyte = self._analyte_of(res)
+                if analyte:
+                    results.setdefault(analyte, []).append((_effective(res), len(keep)))
+                elif self._procedure_parts(res) is None:
+                    continue
+            elif not self._counts(res):
+                continue
+            keep.append(res)
+        dropped: set[int] = set()
+        for analyte, found in results.items():
+            # The first result of each analyte stays wherever it is: `extract` groups results
+            # in the order analytes first appear, which orders the unusable ones it names.
+            first = found[0][1]
+            found.sort(key=lambda item: item[0] or _UNDATED, reverse=True)
+            for position, (when, index) in enumerate(found):
+                res = keep[index]
+                try:
+                    usable = self._result(analyte, res, when, today).usable
+                except Exception:  # noqa: BLE001 - extract meets the same error on it
+                    usable = False
+                if usable:
+                    dropped.update(
+                        i
+                        for _, i in found[position + 1 :]
+                        if i != first and self._procedure_parts(keep[i]) is None
+                    )
+                    break
+        return [res for i, res in enumerate(keep) if i not in dropped]
+
+    def _counts(self, res: Resource) -> bool:
+        """Whether `extract` reads this resource (Observations aside: see `relevant`)."""
+        kind = res.get("resourceType")
+        if kind in ("Patient", "Medication"):
+            return True
+        if kind == "Condition":
+            return self._condition_counts(res)
+        if kind == "Procedure":
+            return self._procedure_counts(res)
+        if kind in ("MedicationRequest", "MedicationStatement"):
+            return self._medication_counts(res)
+        if kind == "AllergyIntolerance":
+            return self._allergy_substances(res) is not None
+        if kind == "ServiceRequest":
+            return self._draft_test(res)
+        return False
+
     def _coded(self, res: Resource, concept: Any, when: Any = None) -> CodedRecord:
         return CodedRecord(
             reference=resource_reference(res),
@@ -492,13 +557,32 @@ class FactExtractor:
             status=_str(res.get("status")),
         )
 
-    def _condition(self, res: Resource) -> CodedRecord | None:
+    def _condition_counts(self, res: Resource) -> bool:
         if _status_code(res.get("clinicalStatus")) not in CONDITION_ACTIVE:
-            return None
+            return False
         if _status_code(res.get("verificationStatus")) in NOT_TRUE:
-            return None
+            return False
         # Text counts too: exposures such as nitrous oxide use often have no verified code.
-        if not self.codes.known(_codings(res.get("code")), _words(res.get("code"))):
+        return self.codes.known(_codings(res.get("code")), _words(res.get("code")))
+
+    def _procedure_counts(self, res: Resource) -> bool:
+        return _str(res.get("status")) == "completed" and self.codes.known(
+            _codings(res.get("code"))
+        )
+
+    def _medication_counts(self, res: Resource) -> bool:
+        """A draft MedicationRequest or an active medication, whatever its drug: one the tables
+        do not know may still be named as not checked, and its drug may be a Medication."""
+        status = _str(res.get("status"))
+        return (
+            res.get("resourceType") == "MedicationRequest" and status == "draft"
+        ) or status in MEDICATION_ACTIVE
+
+    def _draft_test(self, res: Resource) -> bool:
+        return _str(res.get("status")) == "draft" and self.codes.known(_codings(res.get("code")))
+
+    def _condition(self, res: Resource) -> CodedRecord | None:
+        if not self._condition_counts(res):
             return None
         _validate(res)
         when = res.get("onsetDateTime") or res.get("recordedDate")
@@ -524,21 +608,32 @@ class FactExtractor:
         ]
         return longest(*sites, *notes)
 
-    def _length_of_procedure(self, res: Resource, lengths: dict[str, float]) -> None:
+    def _procedure_parts(self, res: Resource) -> tuple[float, list[str]] | None:
+        """A resected length this Observation gives and the Procedures it is part of."""
         spec = self.protocol.rules.resected_length
         if spec is None:
-            return
+            return None
         cm = length_quantity(res.get("valueQuantity"), spec)
         if cm is None:
-            return
+            return None
+        procedures = []
         for part in _list(res.get("partOf")):
             ref = part.get("reference") if isinstance(part, OBJECT) else None
             if isinstance(ref, str) and "Procedure/" in ref:
-                _validate(res)
-                key = "Procedure/" + ref.rsplit("Procedure/", 1)[1]
-                lengths[key] = longest(lengths.get(key), cm) or cm
+                procedures.append("Procedure/" + ref.rsplit("Procedure/", 1)[1])
+        return (cm, procedures) if procedures else None
 
-    def _allergy(self, res: Resource) -> CodedRecord | None:
+    def _length_of_procedure(self, res: Resource, lengths: dict[str, float]) -> None:
+        parts = self._procedure_parts(res)
+        if parts is None:
+            return
+        cm, procedures = parts
+        _validate(res)
+        for key in procedures:
+            lengths[key] = longest(lengths.get(key), cm) or cm
+
+    def _allergy_substances(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], str] | None:
+        """The codings and words of an active allergy to a substance the rules know."""
         if _status_code(res.get("clinicalStatus")) not in ALLERGY_ACTIVE:
             return None
         if _status_code(res.get("verificationStatus")) in NOT_TRUE:
@@ -550,6 +645,13 @@ class FactExtractor:
         words = _words(*substances)
         if not self.codes.known(codings, words):
             return None
+        return codings, words
+
+    def _allergy(self, res: Resource) -> CodedRecord | None:
+        substances = self._allergy_substances(res)
+        if substances is None:
+            return None
+        codings, words = substances
         _validate(res)
         return CodedRecord(
             reference=resource_reference(res),

@@ -9,10 +9,10 @@ that stays missing makes the request fail with 412 (CDS Hooks 2.0).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from cds_service.clinical.extract import resource_reference
 from cds_service.clinical.raw import OBJECT
@@ -234,7 +234,8 @@ class _Prefetched:
     draft_orders: list[Resource]
 
 
-def _read_prefetch(request: HookRequest) -> _Prefetched:
+def read_prefetch(request: HookRequest) -> _Prefetched:
+    """Every prefetch key read and checked (type, patient); raises PrefetchError (400)."""
     patient_id = str(request.context["patientId"])
     prefetch = request.prefetch or {}
     scope = RecordScope(
@@ -266,21 +267,11 @@ def _read_prefetch(request: HookRequest) -> _Prefetched:
     return _Prefetched(patient_id, scope, found, missing, continuations, draft_orders)
 
 
-T = TypeVar("T")
-#: Runs a synchronous step of the resolution, e.g. in a worker thread for large requests.
-Offload = Callable[[Callable[[], T]], Awaitable[T]]
-
-
-async def _inline(step: Callable[[], T]) -> T:
-    return step()
-
-
 async def resolve(
     request: HookRequest,
     fetcher: Fetcher | None,
     *,
     allow: Sequence[str] = (),
-    offload: Offload[Any] = _inline,
 ) -> ResolvedRecord:
     """Collect the resources of every prefetch key, fetching the missing ones if possible.
 
@@ -288,10 +279,10 @@ async def resolve(
     through the fetcher; when that is impossible the key counts as missing, since a partial
     record can hide the result that changes the answer. Raises PrefetchError (400) for values
     that are not FHIR of the right type or of another patient, and MissingPrefetch (412) when
-    a required key is missing and cannot be fetched. `offload` runs the steps that read every
-    entry (the app passes a worker thread for large requests, so the event loop stays free).
+    a required key is missing and cannot be fetched. A large request reaches this already cut
+    down to the entries the rules read (cds_service.hooks.large_bodies).
     """
-    read: _Prefetched = await offload(lambda: _read_prefetch(request))
+    read = read_prefetch(request)
     patient_id, scope = read.patient_id, read.scope
     found, missing, continuations = read.found, read.missing, read.continuations
     draft_orders = read.draft_orders
@@ -349,7 +340,7 @@ async def resolve(
                         f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
                     )
 
-        await offload(merge)
+        merge()
     elif missing and fetcher is None:
         for key in missing:
             missing[key] += "; no FHIR fetch configured"

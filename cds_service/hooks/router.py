@@ -8,12 +8,11 @@ app's handlers (cds_service.api_errors).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +26,7 @@ from cds_service.fetch.budget import call_scope
 from cds_service.fhir.guidance_response import Answer
 from cds_service.hooks.cards import HookContext
 from cds_service.hooks.feedback import log_feedback
+from cds_service.hooks.large_bodies import OFFLOAD_BYTES, process_reader
 from cds_service.hooks.limits import TooLargeError, check_caps
 from cds_service.hooks.models import (
     FeedbackRequest,
@@ -38,7 +38,6 @@ from cds_service.hooks.models import (
 from cds_service.hooks.prefetch import (
     INVALID_FETCHED,
     MissingPrefetch,
-    Offload,
     PrefetchError,
     ResolvedRecord,
     resolve,
@@ -52,20 +51,6 @@ from cds_service.safe_log import where_raised
 from cds_service.service_state import Authenticator, ServiceState
 
 logger = logging.getLogger("cds_service.app")
-T = TypeVar("T")
-
-#: Bodies larger than this are read and answered in a worker thread: parsing, reading every
-#: entry and extracting facts from a request near the caps takes a few hundred milliseconds of
-#: CPU, and on the event loop that would hold every other call (and /health) for as long.
-OFFLOAD_BYTES = 256 * 1024
-
-
-async def _in_thread(step: Callable[[], T]) -> T:
-    return await asyncio.to_thread(step)
-
-
-async def _inline(step: Callable[[], T]) -> T:
-    return step()
 
 
 def service_of(service_id: str) -> Service:
@@ -78,6 +63,7 @@ def service_of(service_id: str) -> Service:
 def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
     """The CDS Hooks routes answering with `state`'s engine and cards."""
     settings = state.settings
+    large_bodies = process_reader(settings.read_processes)
     api = APIRouter(tags=["CDS Hooks"])
 
     @api.get(
@@ -111,19 +97,18 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         await auth.authenticate(request)
         service = service_of(service_id)
         raw = await read_body(request, settings.max_body_bytes)
-        offload: Offload[Any] = _in_thread if len(raw) > OFFLOAD_BYTES else _inline
-
-        def parse() -> HookRequest:
-            try:
-                hook_request = parse_hook_request(parse_json(raw), service.hook)
-                check_caps(hook_request.prefetch, hook_request.context, state.caps)
-            except RequestError as exc:
-                raise ApiError(400, str(exc)) from None
-            except TooLargeError as exc:
-                raise ApiError(413, str(exc)) from None
-            return hook_request
-
-        hook_request = await offload(parse)
+        today = request.app.state.clock()
+        if len(raw) > OFFLOAD_BYTES:
+            # Parsed and checked in another process, which sends back only the entries the
+            # rules can read: what follows is the work of a usual request.
+            raw = await large_bodies.slim(raw, service.hook, state.caps, today)
+        try:
+            hook_request = parse_hook_request(parse_json(raw), service.hook)
+            check_caps(hook_request.prefetch, hook_request.context, state.caps)
+        except RequestError as exc:
+            raise ApiError(400, str(exc)) from None
+        except TooLargeError as exc:
+            raise ApiError(413, str(exc)) from None
         noted.hook_instance = hook_request.hookInstance
         try:
             client = getattr(request.state, "cds_client", None)
@@ -131,7 +116,6 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
                 hook_request,
                 request.app.state.fetcher,
                 allow=client.fhir_servers if client is not None else (),
-                offload=offload,
             )
         except PrefetchError as exc:
             raise ApiError(400, str(exc)) from None
@@ -146,15 +130,10 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
                     "reasons": dict(sorted(exc.details.items())),
                 },
             ) from None
-        today = request.app.state.clock()
         try:
-            # A few milliseconds of pure CPU for a usual request: a worker thread would only add
-            # hand-off and GIL contention, so only large requests are offloaded.
             # Cards link to the service's pages: its public URL, else the one it was called at.
             base_url = state.url(request, "")
-            plan, cards = await offload(
-                lambda: answer(state, service, hook_request, record, today, base_url)
-            )
+            plan, cards = answer(state, service, hook_request, record, today, base_url)
         except InvalidResourceError as exc:
             key = record.fetched_references.get(exc.reference)
             if key is not None:
