@@ -21,6 +21,9 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -62,8 +65,19 @@ def _extractor() -> FactExtractor:
 
 
 def _warm() -> None:
-    """Runs in each child when it starts: the tables are read before the first request."""
+    """Runs in each child when it starts: the tables are read before the first request, and
+    the child ends with its worker, even one killed (SIGKILL gives it no chance to say so)."""
+    # Ctrl-C reaches the whole process group: the worker shuts the child down itself, and an
+    # interrupted child would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     _extractor()
+
+
+def _end_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def slim(raw: bytes, hook: str, caps: Caps, today: date) -> Slimmed:
