@@ -64,13 +64,14 @@ def _extractor() -> FactExtractor:
     return FactExtractor(default_protocol())
 
 
-def _warm() -> None:
+def _warm(parent: int) -> None:
     """Runs in each child when it starts: the tables are read before the first request, and
     the child ends with its worker, even one killed (SIGKILL gives it no chance to say so)."""
     # Ctrl-C reaches the whole process group: the worker shuts the child down itself, and an
     # interrupted child would print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    # The worker's pid comes from the worker: it may have ended before this child got here.
+    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     _extractor()
 
 
@@ -146,6 +147,7 @@ class LargeBodyReader:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_warm,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
@@ -173,8 +175,13 @@ class LargeBodyReader:
             self._executor().submit(os.getpid)
 
     def close(self) -> None:
+        """Stop the child now: the worker's exit would otherwise wait for a child that is still
+        starting (seconds on a busy machine) to take its stop message."""
         if self._pool is not None:
+            children = list(getattr(self._pool, "_processes", {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for child in children:
+                child.terminate()
             self._pool = None
 
 

@@ -124,9 +124,16 @@ class FhirState:
     """Everything the app serves and records, shared between the test thread and the server
     thread, hence the lock around the parts both sides mutate."""
 
-    def __init__(self, bundles: Iterable[Resource] = (), token: str | None = None) -> None:
+    def __init__(
+        self,
+        bundles: Iterable[Resource] = (),
+        token: str | None = None,
+        page_size: int = DEFAULT_COUNT,
+    ) -> None:
         self._initial_bundles = list(bundles)
         self._initial_token = token
+        #: Entries per search page when the client sends no `_count` (servers choose their own).
+        self.page_size = page_size
         self.lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.modes: dict[str, ErrorMode] = {}
@@ -378,7 +385,7 @@ class FhirApp:
     ) -> Resource:
         if resource_type not in SEARCHABLE_TYPES:
             raise FhirError(404, "not-supported", f"search on {resource_type} is not supported")
-        count = _int_param(params, "_count", DEFAULT_COUNT)
+        count = _int_param(params, "_count", self.state.page_size)
         offset = _int_param(params, "_offset", 0)
         page_token = dict(params).get("_getpages")
         with self.state.lock:

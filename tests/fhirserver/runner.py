@@ -17,6 +17,7 @@ import uvicorn
 
 from .app import (
     BASE_PATH,
+    DEFAULT_COUNT,
     ErrorMode,
     FhirState,
     RecordedRequest,
@@ -36,11 +37,15 @@ class FhirTestServer:
     """
 
     def __init__(
-        self, bundles: Iterable[Resource] | str | Path = (), token: str | None = None
+        self,
+        bundles: Iterable[Resource] | str | Path = (),
+        token: str | None = None,
+        *,
+        page_size: int = DEFAULT_COUNT,
     ) -> None:
         if isinstance(bundles, str | Path):
             bundles = load_bundles(bundles)
-        self.state = FhirState(bundles, token)
+        self.state = FhirState(bundles, token, page_size)
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

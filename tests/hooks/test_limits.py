@@ -14,11 +14,12 @@ from fhirserver import FhirTestServer
 from support import isolated_settings
 
 from cds_service.app import create_app
+from cds_service.fetch import Allowlist
 from cds_service.fetch.budget import MemoryBudget, _Usage
 from cds_service.json_limits import MAX_DEPTH, too_deep
 from cds_service.settings import DEFAULT_MAX_BODY_BYTES
 
-from .fetching import PV, post_fetching, without_prefetch
+from .fetching import PV, fetching_app, post_fetching, without_prefetch
 from .helpers import START, client, golden_request
 
 pytestmark = pytest.mark.anyio
@@ -245,3 +246,43 @@ async def test_the_process_budget_in_use_by_other_calls_makes_the_key_unavailabl
     r = await post_fetching(fetch_body(fhir_server), budget=budget)
     assert r.status_code == 200, r.text
     assert budget.used == 0
+
+
+class PeakBudget(MemoryBudget):
+    """A memory budget that remembers the most it held at once."""
+
+    peak = 0
+
+    def reserve(self, usage: _Usage, size: int) -> None:
+        super().reserve(usage, size)
+        self.peak = max(self.peak, self.used)
+
+
+async def test_concurrent_calls_past_the_process_budget_get_412_for_the_key_that_passed_it(
+    fhir_server: FhirTestServer,
+) -> None:
+    """Real calls, not reservations made by hand: room for one call's answers and a half."""
+    solo = PeakBudget(per_call=64 * 1024 * 1024, total=64 * 1024 * 1024)
+    assert (await post_fetching(fetch_body(fhir_server), budget=solo)).status_code == 200
+    one_call = solo.peak
+    budget = PeakBudget(per_call=one_call * 3 // 2, total=one_call * 3 // 2)
+    # Every observations answer waits half a second, so the three calls read theirs together.
+    fhir_server.set_mode("slow", "Observation", seconds=0.5)
+    app, fetcher = fetching_app(Allowlist(allow_loopback=True), budget=budget)
+    try:
+        async with client(app, signed=False) as c:
+            responses = await asyncio.gather(
+                *(c.post(PV, json=fetch_body(fhir_server)) for _ in range(3))
+            )
+    finally:
+        await fetcher.aclose()
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and statuses[-1] == 412, statuses
+    for r in responses:
+        if r.status_code == 412:
+            error = r.json()["error"]
+            assert error["missing"] == ["observations"]
+            assert "in use by other calls" in error["reasons"]["observations"]
+            assert "CDS_FHIR_MAX_BYTES_TOTAL" in error["message"]
+    assert one_call <= budget.peak <= budget.total
+    assert budget.used == 0  # every call gave its bytes back
