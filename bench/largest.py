@@ -2,7 +2,10 @@
 
 `python -m bench.largest [--rounds N]` starts the service (one uvicorn worker, auth off), then
 for each case sends the request N times one after the other while another connection asks
-`/health` every 10 ms, and prints the request time and the /health latency (p50, p99, max).
+`/health` every 10 ms, and prints the request time and the /health latency (p50, p99, max);
+then N more times without /health, to print the CPU the serving process (not its reading
+process) spends a call. `CDS_READ_PROCESSES=0 python -m bench.largest` measures large bodies
+read in a thread of the worker instead.
 
 Cases, each at the documented caps: a 5 MB body of full-size observations (CDS_MAX_BODY_BYTES);
 20,000 small resources, 10,000 in one key (CDS_MAX_RESOURCES, CDS_MAX_ENTRIES_PER_KEY); 200
@@ -22,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.server import Server
+from bench.server import Server, proc_cpu_s
 from cds_service.settings import DEFAULT_MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +122,7 @@ async def _poll_health(base: str, stop: asyncio.Event, latencies: list[float]) -
             await asyncio.sleep(0.01)
 
 
-async def measure(base: str, service: str, body: bytes, rounds: int) -> dict[str, Any]:
+async def measure(base: str, service: str, body: bytes, rounds: int, pid: int) -> dict[str, Any]:
     stop = asyncio.Event()
     health: list[float] = []
     durations: list[float] = []
@@ -136,8 +139,18 @@ async def measure(base: str, service: str, body: bytes, rounds: int) -> dict[str
             )
             durations.append((time.perf_counter() - began) * 1000)
             statuses.add(response.status_code)
-    stop.set()
-    await poller
+        stop.set()
+        await poller
+        # CPU of the serving process alone (not its reading process), /health not polled: what
+        # the event loop's process computes per call, which the machine's load does not change.
+        cpu_before = proc_cpu_s(pid) or 0.0
+        for _ in range(rounds):
+            await http.post(
+                f"/cds-services/{service}",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+        cpu_ms = ((proc_cpu_s(pid) or 0.0) - cpu_before) * 1000 / rounds
     health.sort()
     return {
         "bytes": len(body),
@@ -147,6 +160,7 @@ async def measure(base: str, service: str, body: bytes, rounds: int) -> dict[str
         "health_p50_ms": health[len(health) // 2],
         "health_p99_ms": health[min(len(health) - 1, int(len(health) * 0.99))],
         "health_max_ms": health[-1],
+        "serving_cpu_ms": cpu_ms,
     }
 
 
@@ -155,15 +169,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     bodies = {name: (service, build()) for name, (service, build) in CASES.items()}
-    with Server("service", "cds_service.app:app", env={"CDS_AUTH": "off"}) as server:
+    server = Server("service", "cds_service.app:app", env={"CDS_AUTH": "off"})
+    # A busy machine may take more than the default 20 s to start the worker and its reader.
+    server.start(timeout_s=90)
+    try:
         for name, (service, body) in bodies.items():
-            result = asyncio.run(measure(server.base_url, service, body, args.rounds))
+            result = asyncio.run(measure(server.base_url, service, body, args.rounds, server.pid))
             print(
                 f"{name}: {result['bytes'] / 1e6:.2f} MB, status {result['status']}, request "
                 f"{result['request_ms_median']:.0f} ms (median); /health over "
                 f"{result['health_n']} probes: p50 {result['health_p50_ms']:.1f} ms, "
-                f"p99 {result['health_p99_ms']:.1f} ms, max {result['health_max_ms']:.1f} ms"
+                f"p99 {result['health_p99_ms']:.1f} ms, max {result['health_max_ms']:.1f} ms; "
+                f"serving process CPU {result['serving_cpu_ms']:.0f} ms a call"
             )
+    finally:
+        server.stop()
     return 0
 
 
