@@ -78,7 +78,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         heap.settle()
-        large_bodies.process_reader(settings.read_processes).warm_up()
         yield
         # The HTTP client belongs to the event loop that used it: close it with the app.
         if built is not None:

@@ -10,8 +10,11 @@ request, as JSON, with each prefetch Bundle cut down to the entries the rules ca
 (`FactExtractor.relevant`): kilobytes instead of megabytes. The event loop answers that small
 request along the ordinary path, so the answer is the one the whole request would get.
 
-The pool is one per process (a uvicorn worker), made on first use; `CDS_READ_PROCESSES=0` reads
-large bodies in a worker thread instead (the loop then stalls while they are parsed).
+The pool is one per process (a uvicorn worker), made on the first large request (that request
+waits about a second for the child to start; a worker that never gets one never starts it). The
+child runs at a lower priority than the workers (cds_service.hooks.reader_child).
+`CDS_READ_PROCESSES=0` reads large bodies in a worker thread instead (the loop then stalls while
+they are parsed).
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ import orjson
 from cds_service.api_errors import ApiError
 from cds_service.clinical.extract import FactExtractor
 from cds_service.clinical.raw import OBJECT
+from cds_service.hooks import reader_child
 from cds_service.hooks.limits import Caps, TooLargeError, check_caps
 from cds_service.hooks.models import RequestError, parse_hook_request
 from cds_service.hooks.prefetch import PrefetchError, read_prefetch
@@ -64,21 +65,9 @@ def _extractor() -> FactExtractor:
     return FactExtractor(default_protocol())
 
 
-def _warm(parent: int) -> None:
-    """Runs in each child when it starts: the tables are read before the first request, and
-    the child ends with its worker, even one killed (SIGKILL gives it no chance to say so)."""
-    # Ctrl-C reaches the whole process group: the worker shuts the child down itself, and an
-    # interrupted child would print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The worker's pid comes from the worker: it may have ended before this child got here.
-    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
+def warm() -> None:
+    """Read the tables now, in the child, rather than on its first request."""
     _extractor()
-
-
-def _end_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 def slim(raw: bytes, hook: str, caps: Caps, today: date) -> Slimmed:
@@ -146,7 +135,7 @@ class LargeBodyReader:
             self._pool = ProcessPoolExecutor(
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_warm,
+                initializer=reader_child.start,
                 initargs=(os.getpid(),),
             )
         return self._pool
@@ -158,7 +147,9 @@ class LargeBodyReader:
         else:
             loop = asyncio.get_running_loop()
             try:
-                result = await loop.run_in_executor(self._executor(), slim, raw, hook, caps, today)
+                result = await loop.run_in_executor(
+                    self._executor(), _slim_in_child, raw, hook, caps, today
+                )
             except BrokenProcessPool:
                 # The child died (killed for memory, most likely): a new pool for the next
                 # request, and this one read in a thread rather than refused.
@@ -168,11 +159,6 @@ class LargeBodyReader:
         if result.body is None:
             raise ApiError(result.status, result.message)
         return result.body
-
-    def warm_up(self) -> None:
-        """Start the child now (at start-up) rather than on the first large request."""
-        if self.processes >= 1:
-            self._executor().submit(os.getpid)
 
     def close(self) -> None:
         """Stop the child now: the worker's exit would otherwise wait for a child that is still
