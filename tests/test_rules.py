@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from records import ICD, RXNORM, SNOMED, UCUM, Record
@@ -12,6 +12,7 @@ from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine
 
 ENGINE = Engine.build()
+PROTOCOL = ENGINE.protocol
 START = date(2026, 12, 1)
 IV = ("47625008", "Intravenous route")
 IM = ("78421000", "Intramuscular route")
@@ -399,6 +400,35 @@ def test_S8_under_18_gets_no_schedule() -> None:
 def test_S9_pregnancy_warns() -> None:
     assert "S9" in flags(plan(low_b12().condition(SNOMED, "77386006")))
     assert "S9" in flags(plan(low_b12().qualitative("2118-8", "Positive")))
+
+
+def test_S9_a_positive_pregnancy_test_counts_for_the_length_of_a_pregnancy() -> None:
+    """280 days (observations.yaml applies_for_days): recent means pregnant, a year-old test not."""
+    window = PROTOCOL.observations.analytes["pregnancy_test"].applies_for_days
+    assert window == 280
+    last_day = (START - timedelta(days=window)).isoformat()  # 2026-02-24
+    day_after = (START - timedelta(days=window + 1)).isoformat()
+    for when, pregnant in (("2026-11-20", True), (last_day, True), (day_after, False)):
+        p = plan(low_b12().qualitative("2118-8", "Positive", when=when))
+        assert ("S9" in flags(p)) is pregnant, when
+    year_old = plan(low_b12().qualitative("2118-8", "Positive", when="2025-11-15"))
+    # Not pregnant now, and not a stale result to repeat either: it is simply no longer read.
+    assert "S9" not in flags(year_old) and year_old.assessment.stale == ()
+    assert "D9" not in year_old.assessment.deficiency_rules
+    # The latest test decides: a later negative ends an earlier positive.
+    ended = low_b12().qualitative("2118-8", "Positive", when="2026-05-01")
+    assert "S9" not in flags(plan(ended.qualitative("2118-8", "Negative", when="2026-10-01")))
+
+
+def test_S9_an_active_pregnancy_condition_counts_however_old() -> None:
+    record = low_b12().condition(SNOMED, "77386006")
+    record.resources[-1]["recordedDate"] = "2024-01-10"
+    record.resources[-1]["onsetDateTime"] = "2024-01-01"
+    assert "S9" in flags(plan(record))
+    # ... beside a year-old positive test, the Condition still decides.
+    assert "S9" in flags(plan(record.qualitative("2118-8", "Positive", when="2025-06-01")))
+    resolved = low_b12().condition(SNOMED, "77386006", clinical="resolved")
+    assert "S9" not in flags(plan(resolved))
 
 
 def test_S10_titration_on_biomarkers() -> None:

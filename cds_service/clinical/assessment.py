@@ -203,25 +203,33 @@ class Assessor:
         """The facts less results older than the profile's window (protocol D9), and those.
 
         Only dates are read, so results no rule reads are still not validated; a stale result
-        is read (and validated) because a card shows it."""
+        is read (and validated) because a card shows it. A result past its analyte's
+        `applies_for_days` is dropped without being called stale: it is not a test to repeat
+        but a finding that no longer holds (a year-old positive pregnancy test)."""
         analytes = self.protocol.observations.analytes
         results = facts.results
         when_of = getattr(results, "when", None)
         stale_names = []
+        lapsed_names = []
         for name in results:
-            if not analytes[name].recent_only:
-                continue
+            analyte = analytes[name]
             when = when_of(name) if when_of is not None else results[name].when
-            if when is None or (day - when.date()).days > window_days:
+            age = None if when is None else (day - when.date()).days
+            if analyte.applies_for_days is not None and (
+                age is None or age > analyte.applies_for_days
+            ):
+                lapsed_names.append(name)
+            elif analyte.recent_only and (age is None or age > window_days):
                 stale_names.append(name)
-        if not stale_names:
+        if not stale_names and not lapsed_names:
             return facts, ()
         stale = tuple(results[name] for name in stale_names)
+        dropped = stale_names + lapsed_names
         without = getattr(results, "without", None)
         recent = (
-            without(stale_names)
+            without(dropped)
             if without is not None
-            else {k: v for k, v in results.items() if k not in stale_names}
+            else {k: v for k, v in results.items() if k not in dropped}
         )
         return replace(facts, results=recent), stale
 

@@ -56,6 +56,10 @@ class Analyte(Strict):
     plausible_below: dict[str, float] = Field(default_factory=dict)
     #: Whether only results within the profile's recency window decide (protocol D9).
     recent_only: bool = True
+    #: A result older than this many days (or undated) no longer describes the patient now and
+    #: is not read at all: not a stale result to repeat, just no longer true (S9: a positive
+    #: pregnancy test speaks for about the length of a pregnancy).
+    applies_for_days: int | None = Field(default=None, ge=1)
     conversions: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
