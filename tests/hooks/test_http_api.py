@@ -13,6 +13,7 @@ from support import isolated_settings
 
 from cds_service.app import create_app
 from cds_service.hooks.prefetch_templates import PREFETCH, REQUIRED_KEYS, render
+from cds_service.protocol import default_protocol
 from cds_service.settings import Settings, SettingsError
 
 from .helpers import START, app_for, client, golden_request
@@ -36,7 +37,8 @@ async def test_health() -> None:
     async with client() as c:
         r = await c.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "protocol": {"id": "b12-deficiency", "version": "1.0.0"}}
+    p = default_protocol()
+    assert r.json() == {"status": "ok", "protocol": {"id": p.id, "version": p.version}}
 
 
 async def test_discovery_lists_three_services_with_spec_prefetch_tokens() -> None:
