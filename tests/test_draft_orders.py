@@ -15,6 +15,7 @@ REVIEWER = DraftReviewer(ENGINE.protocol)
 START = date(2026, 12, 1)
 IV = ("47625008", "Intravenous route")
 IM = ("78421000", "Intramuscular route")
+SUBLINGUAL = ("37839007", "Sublingual route")
 
 
 def plan(record: Record) -> Plan:
@@ -74,3 +75,17 @@ def test_relevance_of_drafts_to_b12() -> None:
     assert review(Record().b12(110).medication("folic acid 1 mg tablet", "draft")).relevant
     assert review(Record().b12(110).draft_test("14685-2")).relevant
     assert not review(Record().b12(110).medication("atorvastatin 20 mg tablet", "draft")).relevant
+
+
+def test_R7_a_sublingual_draft_for_a_dietary_deficiency_is_on_the_protocol() -> None:
+    """R7 offers sublingual beside oral, so a sublingual draft at that dose is not R8."""
+    vegan = Record().b12(110).condition("http://snomed.info/sct", "281015005")
+    vegan.medication("cyanocobalamin 1000 mcg sublingual tablet", "draft", SUBLINGUAL, dose_ug=1000)
+    found = review(vegan)
+    assert found.b12 and found.off_protocol == ()
+    # In malabsorption sublingual is not enough: S11 replaces the draft with the IM series.
+    coeliac = Record().b12(110).condition("http://hl7.org/fhir/sid/icd-10-cm", "K90.0")
+    coeliac.medication(
+        "cyanocobalamin 1000 mcg sublingual tablet", "draft", SUBLINGUAL, dose_ug=1000
+    )
+    assert [r.label for r in review(coeliac).replaced["S11"]] == [found.b12[0].label]

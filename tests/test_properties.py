@@ -110,6 +110,33 @@ def test_schedules_are_safe_and_well_formed(case: tuple[Record, date], profile: 
 
 
 @SETTINGS
+@given(records(), st.sampled_from(["standard", "fda-label", "nice-ng239"]))
+def test_options_sit_beside_the_recommendation_never_in_its_place(
+    case: tuple[Record, date], profile: str
+) -> None:
+    """R7: an option is never the recommendation; sublingual only beside an oral schedule and
+    only where absorption is normal; an individual interval only beside IM maintenance in
+    pernicious anaemia or malabsorption."""
+    record, start = case
+    plan = ENGINE.plan(record.resources, start=start, profile=profile)
+    a = plan.assessment
+    if plan.recommended is not None:
+        assert plan.recommended.rule_id != "R7"
+    others = [s for s in plan.schedules if s.rule_id != "R7"]
+    for schedule in plan.schedules:
+        routes = {p.phase.route for p in schedule.phases}
+        if "sublingual" in routes:
+            assert schedule.rule_id == "R7" and not schedule.recommended
+            assert a.type in ("dietary", "drug-associated")
+            assert any(s.phases[-1].phase.route == "oral" for s in others)
+        if schedule.regimen_id.endswith("-individual"):
+            assert schedule.rule_id == "R7" and not schedule.recommended
+            assert a.type in ("pernicious-anemia", "malabsorption")
+            assert routes == {"intramuscular"}
+            assert any(s.phases[-1].phase.route == "intramuscular" for s in others)
+
+
+@SETTINGS
 @given(records())
 def test_no_schedule_unless_confirmed_and_uncontraindicated(case: tuple[Record, date]) -> None:
     record, start = case

@@ -455,7 +455,7 @@ def test_R1_pernicious_anemia_standard_fda_and_nice() -> None:
     ]
     assert {ph.phase.dose_ug for ph in p.recommended.phases} == {1000}
     assert p.recommended.phases[-1].end is None
-    assert [s.regimen_id for s in p.alternatives] == [
+    assert [s.regimen_id for s in p.alternatives if s.rule_id != "R7"] == [
         "cyanocobalamin-im-100-fda",
         "cyanocobalamin-im-then-oral",
     ]
@@ -493,14 +493,14 @@ def test_R3_bariatric_surgery_oral_maintenance_for_life() -> None:
     assert p.recommended and p.recommended.rule_id == "R3"
     last = p.recommended.phases[-1]
     assert last.phase.route == "oral" and last.end is None
-    assert [s.regimen_id for s in p.alternatives] == ["cyanocobalamin-im-1000"]
+    assert [s.regimen_id for s in p.alternatives if s.rule_id != "R7"] == ["cyanocobalamin-im-1000"]
 
 
 def test_R4_dietary_or_drug_associated_oral() -> None:
     p = plan(low_b12().medication("metformin 500 mg tablet"))
     assert p.recommended and p.recommended.rule_id == "R4"
     assert [ph.phase.route for ph in p.recommended.phases] == ["oral"]
-    assert [s.regimen_id for s in p.alternatives] == ["cyanocobalamin-im-1000"]
+    assert [s.regimen_id for s in p.alternatives if s.rule_id != "R7"] == ["cyanocobalamin-im-1000"]
 
 
 def test_R5_oral_maintenance_offered_when_absorption_is_normal() -> None:
@@ -542,6 +542,134 @@ def test_R6_fda_label_offers_no_oral_alternative_for_an_unexplained_severe_defic
     assert [(s.rule_id, s.regimen_id) for s in standard.alternatives] == [
         ("R5", "cyanocobalamin-im-then-oral")
     ]
+
+
+def test_R7_sublingual_beside_oral_where_absorption_is_normal() -> None:
+    for record in (
+        low_b12().medication("metformin 500 mg tablet"),  # T4
+        low_b12().condition(SNOMED, "281015005"),  # T5 vegan
+        low_b12().condition(SNOMED, "440711000124105"),  # T5 inadequate intake
+    ):
+        for profile in ("standard", "fda-label", "nice-ng239"):
+            p = plan(record, profile)
+            # The recommendation is still R4's oral schedule: R7 only adds beside it.
+            assert p.recommended and p.recommended.regimen_id == "cyanocobalamin-oral-1000"
+            assert p.recommended.rule_id == "R4"
+            r7 = [s for s in p.alternatives if s.rule_id == "R7"]
+            assert [s.regimen_id for s in r7] == ["cyanocobalamin-sublingual-1000"], profile
+            assert not r7[0].recommended and "R7" in p.rule_ids
+            series = ENGINE.medication_requests(p)["cyanocobalamin-sublingual-1000"]
+            (mr,) = series
+            dosage = mr["dosageInstruction"][0]
+            assert dosage["route"]["coding"][0]["code"] == "37839007"
+            assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 1000
+            assert dosage["timing"]["repeat"]["periodUnit"] == "d"
+            assert "sublingual" in mr["medicationCodeableConcept"]["text"]
+            # No RxNorm code was verified for the tablet (regimens.yaml): text only.
+            assert "coding" not in mr["medicationCodeableConcept"]
+
+
+def test_R7_severe_dietary_deficiency_gets_sublingual_only_after_im_loading() -> None:
+    record = low_b12().lab("718-7", 6.9, "g/dL").condition(SNOMED, "281015005")
+    for profile, twin in (
+        ("standard", "cyanocobalamin-im-then-sublingual"),
+        ("fda-label", "cyanocobalamin-im-then-sublingual"),
+        ("nice-ng239", "hydroxocobalamin-im-nice-then-sublingual"),
+    ):
+        p = plan(record, profile)
+        assert p.recommended and p.recommended.rule_id == "R6"
+        assert {ph.phase.route for ph in p.recommended.phases} == {"intramuscular"}
+        (r7,) = [s for s in p.alternatives if s.rule_id == "R7"]
+        assert r7.regimen_id == twin
+        assert r7.phases[0].phase.route == "intramuscular"
+        assert r7.phases[-1].phase.route == "sublingual"
+
+
+def test_R7_never_sublingual_for_malabsorption_pernicious_anaemia_or_an_unknown_cause() -> None:
+    for record in (
+        low_b12().condition(ICD, "D51.0"),  # T2
+        low_b12().procedure("443906008"),  # T3 bariatric: oral maintenance, yet not normal
+        low_b12().condition(ICD, "K90.0"),  # T3 coeliac
+        low_b12(),  # T6: absorption not known to be normal
+        low_b12().condition(ICD, "G62.9").medication("metformin 500 mg tablet"),  # S1: IM only
+    ):
+        for profile in ("standard", "fda-label", "nice-ng239"):
+            p = plan(record, profile)
+            routes = {ph.phase.route for s in p.schedules for ph in s.phases}
+            assert "sublingual" not in routes, profile
+
+
+def test_R7_individual_interval_beside_im_maintenance_in_malabsorption() -> None:
+    for record, profile, beside, twin in (
+        (
+            low_b12().condition(ICD, "D51.0"),
+            "standard",
+            "cyanocobalamin-im-1000",
+            "cyanocobalamin-im-1000-individual",
+        ),
+        (
+            low_b12().condition(ICD, "D51.0"),
+            "fda-label",
+            "cyanocobalamin-im-100-fda",
+            "cyanocobalamin-im-100-fda-individual",
+        ),
+        (
+            low_b12().condition(ICD, "D51.0"),
+            "nice-ng239",
+            "hydroxocobalamin-im-nice",
+            "hydroxocobalamin-im-nice-individual",
+        ),
+        (
+            low_b12().condition(ICD, "K90.0"),
+            "standard",
+            "cyanocobalamin-im-1000",
+            "cyanocobalamin-im-1000-individual",
+        ),
+        (
+            low_b12().condition(ICD, "K90.0").condition(ICD, "G62.9"),
+            "nice-ng239",
+            "hydroxocobalamin-im-nice-neuro",
+            "hydroxocobalamin-im-nice-neuro-individual",
+        ),
+        # Bariatric surgery: oral maintenance first (R3), IM maintenance beside it, and the
+        # individual interval beside that.
+        (
+            low_b12().procedure("443906008"),
+            "standard",
+            "cyanocobalamin-im-1000",
+            "cyanocobalamin-im-1000-individual",
+        ),
+    ):
+        p = plan(record, profile)
+        assert p.recommended
+        offered = [s.regimen_id for s in p.schedules]
+        assert beside in offered and offered[-1] == twin, (profile, offered)
+        r7 = p.schedules[-1]
+        assert r7.rule_id == "R7" and not r7.recommended
+        assert p.recommended.rule_id != "R7" and p.recommended.regimen_id != twin
+        maintenance = r7.phases[-1].phase
+        assert maintenance.maintenance and maintenance.route == "intramuscular"
+        t = maintenance.timing
+        assert (t.frequency, t.period, t.period_max, t.period_unit) == (1, 2, 4, "wk")
+        # A clinician's choice for symptoms that come back early, never an automatic change.
+        assert maintenance.condition and "before the next maintenance dose" in maintenance.condition
+        assert "twice a week" in maintenance.condition
+        series = ENGINE.medication_requests(p)[twin]
+        notes = [n["text"] for n in series[-1]["note"]]
+        assert maintenance.condition in notes
+        assert series[-1]["dosageInstruction"][0]["timing"]["repeat"]["periodMax"] == 4
+
+
+def test_R7_no_individual_interval_where_absorption_is_normal_or_the_cause_unknown() -> None:
+    for record in (
+        low_b12().medication("metformin 500 mg tablet"),
+        low_b12().condition(SNOMED, "281015005"),
+        low_b12(),
+        low_b12().lab("718-7", 6.9, "g/dL").condition(SNOMED, "281015005"),
+    ):
+        for profile in ("standard", "fda-label", "nice-ng239"):
+            p = plan(record, profile)
+            assert not any(s.regimen_id.endswith("-individual") for s in p.schedules)
 
 
 # --- M-rules: monitoring --------------------------------------------------------------------

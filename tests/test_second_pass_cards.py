@@ -91,7 +91,9 @@ def test_S11_card_on_patient_view_offers_only_im_schedules() -> None:
     assert "treatment" not in kinds and "safety-S7" not in kinds
     card = kinds["safety-S11"]
     labels = [s["label"] for s in card["suggestions"]]
-    assert labels[0].startswith("Switch to") and len(labels) == 2  # 1000 mcg and FDA 100 mcg
+    # 1000 mcg, FDA 100 mcg and the R7 individual maintenance interval: IM schedules only.
+    assert labels[0].startswith("Switch to") and len(labels) == 3
+    assert labels[2].startswith("Alt: switch to") and "every 2–4 weeks" in labels[2]
     assert "Stop when the first injection is given" in card["detail"]
     stop = card["detail"].split("Stop when the first injection is given:")[1]
     assert "oral tablet (active)" in stop.lower()

@@ -138,11 +138,22 @@ class Planner:
             )
             return Schedule(rule_id, regimen_id, regimen, phases, assessment.lifelong, recommended)
 
+        recommended = schedule(rule.id, rule.recommended, True)
+        alternatives = [schedule(a.rule, a.regimen, False) for a in rule.alternatives]
+        # R7: options beside what the regimen rule decided (sublingual beside oral, an
+        # individual interval beside IM maintenance); each only ever adds an alternative.
+        for option in assessment.profile.option_rules:
+            if not evaluate(option.when, scope)[0]:
+                continue
+            offered = [recommended.regimen_id, *(s.regimen_id for s in alternatives)]
+            twin = next((option.beside[r] for r in offered if r in option.beside), None)
+            if twin is not None and twin not in offered:
+                alternatives.append(schedule(option.id, twin, False))
         monitoring = [m for m in rules if m.only_with is None]
         return Plan(
             assessment,
             start,
-            schedule(rule.id, rule.recommended, True),
-            tuple(schedule(a.rule, a.regimen, False) for a in rule.alternatives),
+            recommended,
+            tuple(alternatives),
             tuple(monitoring + monitoring_type + monitoring_with),
         )

@@ -51,12 +51,14 @@ class ScheduleQuery:
 
 
 def regimens_of(profile: Profile) -> list[str]:
-    """The regimens a profile can propose, in table order, each once."""
+    """The regimens a profile can propose, in table order, each once (R7 options last)."""
     out: list[str] = []
     for rule in profile.regimen_rules:
         for regimen_id in (rule.recommended, *(a.regimen for a in rule.alternatives)):
             if regimen_id not in out:
                 out.append(regimen_id)
+    for option in profile.option_rules:
+        out += [r for r in option.beside.values() if r not in out]
     return out
 
 

@@ -303,6 +303,9 @@ def _profile_citations(protocol: Protocol, profile: Profile) -> list[str]:
     for rule in profile.regimen_rules:
         for regimen_id in (rule.recommended, *(a.regimen for a in rule.alternatives)):
             keys += protocol.regimens.regimens[regimen_id].citations
+    for option in profile.option_rules:
+        for regimen_id in option.beside.values():
+            keys += protocol.regimens.regimens[regimen_id].citations
     for d in protocol.rules.deficiency_rules.values():
         keys += d.citations
     for s in protocol.rules.safety_rules:
@@ -337,12 +340,35 @@ def plan_definition(protocol: Protocol, profile_name: str) -> JSON:
                 "action": regimens,
             }
         )
+    for n, option in enumerate(profile.option_rules, start=1):
+        prefix = f"option-{n}"
+        beside = "; ".join(f"{right} beside {left}" for left, right in option.beside.items())
+        actions.append(
+            {
+                "id": f"{prefix}-{option.id}",
+                "prefix": option.id,
+                "title": f"{option.id}: options beside the schedule the regimen rule decided",
+                "description": (
+                    f"Applies when {when_text(option.when, protocol)}: one more alternative "
+                    f"beside the first offered regimen it names, never in its place ({beside})."
+                ),
+                "condition": [
+                    applicability(when_text(option.when, protocol), when_cql(option.when))
+                ],
+                "selectionBehavior": "at-most-one",
+                "action": [
+                    _regimen_action(protocol, right, prefix, "Alternative", option.id)
+                    for right in dict.fromkeys(option.beside.values())
+                ],
+            }
+        )
     description = (
         f"{protocol.title}, profile {profile_name} (version {profile.version}): {profile.title}. "
         "For a confirmed, untreated deficiency of a treatable type with no contraindication "
         "(protocol D-, T- and S-rules), the first regimen rule whose condition holds applies; "
-        "its first regimen is recommended, the others are alternatives. Each phase is one "
-        "MedicationRequest; a phase starts the day after the previous one ends."
+        "its first regimen is recommended, the others are alternatives. Option rules (R7) then "
+        "add alternatives beside it, never in its place. Each phase is one MedicationRequest; a "
+        "phase starts the day after the previous one ends."
     )
     return _drop_none(
         {

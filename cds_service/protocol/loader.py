@@ -278,3 +278,12 @@ def _check(p: Protocol) -> None:
             for key, arg, at in _walk(rr.when, where):
                 if key == "flag" and arg not in safety_ids:
                     raise ProtocolError(f"{at}: unknown safety rule {arg!r}")
+        for option in prof.option_rules:
+            where = f"profiles.yaml: {name}.option_rules.{option.id}"
+            check_when(option.when, where)
+            for regimen_id in (*option.beside, *option.beside.values()):
+                if regimen_id not in p.regimens.regimens:
+                    raise ProtocolError(f"{where}: unknown regimen {regimen_id!r}")
+            for key, arg, at in _walk(option.when, where):
+                if key == "flag" and arg not in safety_ids:
+                    raise ProtocolError(f"{at}: unknown safety rule {arg!r}")

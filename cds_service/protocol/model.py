@@ -252,6 +252,18 @@ class RegimenRule(Strict):
     alternatives: tuple[Alternative, ...] = ()
 
 
+class OptionRule(Strict):
+    """Options offered beside whatever a regimen rule decided (R7), never in its place.
+
+    `beside` maps a regimen the plan offers to the option offered next to it; the option goes
+    beside the first offered schedule (recommended, then alternatives in order) it names.
+    """
+
+    id: str
+    when: dict[str, Any]
+    beside: dict[str, str] = Field(min_length=1)
+
+
 class Profile(Strict):
     version: str
     title: str
@@ -260,6 +272,7 @@ class Profile(Strict):
     maintenance_review: Duration
     result_recency_days: int = Field(default=365, ge=1)
     regimen_rules: tuple[RegimenRule, ...]
+    option_rules: tuple[OptionRule, ...] = ()
 
 
 class ProfilesTable(Strict):

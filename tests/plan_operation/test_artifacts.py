@@ -90,11 +90,21 @@ def test_every_regimen_phase_has_an_activity_definition() -> None:
 def test_actions_follow_the_regimen_rules(profile: str) -> None:
     pd = PLAN_DEFINITIONS[plan_definition_id(profile)]
     rules = PROTOCOL.profile(profile).regimen_rules
-    assert [a["prefix"] for a in pd["action"]] == [r.id for r in rules]
+    options = PROTOCOL.profile(profile).option_rules
+    assert [a["prefix"] for a in pd["action"]] == [r.id for r in (*rules, *options)]
     urls = {ad["url"] for ad in ACTIVITY_DEFINITIONS.values()}
     ids = [a["id"] for a in _walk(pd["action"])]
     assert len(ids) == len(set(ids)), "action ids are unique"
-    for rule, action in zip(rules, pd["action"], strict=True):
+    for option, action in zip(options, pd["action"][len(rules) :], strict=True):
+        # R7: the options, each an alternative only, with the option rule's condition.
+        assert action["condition"][0]["expression"]["description"] == when_text(
+            option.when, PROTOCOL
+        )
+        assert [r["id"].split("-", 2)[2] for r in action["action"]] == list(
+            dict.fromkeys(option.beside.values())
+        )
+        assert {r["prefix"] for r in action["action"]} == {"Alternative"}
+    for rule, action in zip(rules, pd["action"][: len(rules)], strict=True):
         condition = action["condition"][0]
         assert condition["kind"] == "applicability"
         assert condition["expression"]["description"] == when_text(rule.when, PROTOCOL)
@@ -151,7 +161,9 @@ def _edited_protocol(tmp_path: Path) -> Path:
         "- {id: loading, title: Loading (daily), medication: cyanocobalamin-injection, "
         "dose_ug: 1000"
     )
-    assert text.count(old) == 2  # cyanocobalamin-im-1000 first, then -im-then-oral
+    # cyanocobalamin-im-1000 first, then -im-then-oral and the R7 -im-then-sublingual and
+    # -im-1000-individual; only the first is edited.
+    assert text.index(old) < text.index("cyanocobalamin-im-then-oral:")
     regimens.write_text(text.replace(old, old.replace("dose_ug: 1000", "dose_ug: 1500"), 1))
     return data
 
