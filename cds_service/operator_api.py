@@ -26,6 +26,7 @@ from cds_service.plan_operation.router import (
     OperationError,
     error_response,
     fhir_response,
+    read_response,
 )
 from cds_service.store import Store
 
@@ -113,6 +114,12 @@ def public_base(request: Request, configured: str) -> str:
     return configured or str(request.base_url).rstrip("/")
 
 
+def _fhir_responses(own: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's own answers and those every operator FHIR route gives (OpenAPI)."""
+    every = {401: "no valid operator credential", 503: "the database is unavailable"}
+    return {status: fhir_body(text) for status, text in sorted({**own, **every}.items())}
+
+
 def build_operator_router(store: Store, credential: OperatorCredential, base_url: str) -> APIRouter:
     api = APIRouter(tags=["Operator"])
 
@@ -122,12 +129,7 @@ def build_operator_router(store: Store, credential: OperatorCredential, base_url
     @api.get(
         "/fhir/GuidanceResponse/{response_id}",
         response_class=Response,
-        responses={
-            200: fhir_body("the GuidanceResponse"),
-            401: fhir_body("no valid operator credential"),
-            404: fhir_body("unknown id"),
-            503: fhir_body("the database is unavailable"),
-        },
+        responses=_fhir_responses({200: "the GuidanceResponse", 404: "unknown id"}),
     )
     async def read_guidance_response(request: Request, response_id: str) -> Response:
         if not credential.allows(request):
@@ -136,21 +138,14 @@ def build_operator_router(store: Store, credential: OperatorCredential, base_url
             resource = await store.audit.read(response_id)
         except SQLAlchemyError:
             return _unavailable_fhir()
-        if resource is None:
-            return error_response(
-                OperationError(404, "not-found", f"GuidanceResponse/{response_id} is not known")
-            )
-        return fhir_response(resource)
+        return read_response("GuidanceResponse", response_id, resource)
 
     @api.get(
         "/fhir/GuidanceResponse",
         response_class=Response,
-        responses={
-            200: fhir_body("a searchset Bundle"),
-            400: fhir_body("unsupported or malformed parameter"),
-            401: fhir_body("no valid operator credential"),
-            503: fhir_body("the database is unavailable"),
-        },
+        responses=_fhir_responses(
+            {200: "a searchset Bundle", 400: "unsupported or malformed parameter"}
+        ),
     )
     async def search_guidance_responses(request: Request) -> Response:
         if not credential.allows(request):

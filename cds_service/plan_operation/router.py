@@ -117,6 +117,15 @@ def error_response(error: OperationError) -> Response:
     return response
 
 
+def read_response(kind: str, resource_id: str, resource: Mapping[str, Any] | None) -> Response:
+    """The answer of a FHIR read: the resource, or 404 naming what is not known."""
+    if resource is None:
+        return error_response(
+            OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
+        )
+    return fhir_response(resource)
+
+
 async def read_body(request: Request, max_bytes: int) -> Any:
     """The body as JSON: 413 past `max_bytes` (declared or streamed), 400 if it is not JSON or
     nests deeper than the FHIR models can validate (`cds_service.json_limits`)."""
@@ -307,12 +316,7 @@ def build_router(
             return search_artifacts(request, kind, table, _base(request))
 
         async def read(resource_id: str) -> Response:
-            resource = table.get(resource_id)
-            if resource is None:
-                return error_response(
-                    OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
-                )
-            return fhir_response(resource)
+            return read_response(kind, resource_id, table.get(resource_id))
 
         def get(path: str, endpoint: Endpoint, name: str, responses: Responses) -> None:
             api.add_api_route(
