@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,9 +30,11 @@ from cds_service.fhir.guidance_response import (
     card_parameters,
     care_plan_parameters,
     guidance_response,
+    unavailable_parameters,
 )
 from cds_service.hooks.cards import CardBuilder
 from cds_service.hooks.limits import Caps
+from cds_service.hooks.prefetch_templates import resource_type_of
 from cds_service.middleware.call_record import call_record
 from cds_service.plan_operation.apply import ApplyRequest
 from cds_service.settings import Settings, SettingsError
@@ -94,6 +96,20 @@ class ServiceState:
     async def audit(self, answer: Answer, plan: Plan, cards: list[dict[str, Any]]) -> None:
         """Queue the GuidanceResponse of a CDS Hooks answer (written behind; cds_service.store)."""
         await self._record(answer, plan, card_parameters(cards), cards)
+
+    async def audit_unavailable(self, answer: Answer, reasons: Mapping[str, str]) -> None:
+        """Queue the GuidanceResponse of an answer the service could not give (412): status
+        `data-required`, the keys it could not get with the reasons, the resource types."""
+        protocol = self.engine.protocol
+        resource = guidance_response(
+            answer,
+            None,
+            protocol,
+            unavailable_parameters(protocol, self.settings.profile, 412, reasons),
+            "data-required",
+            data_requirements=sorted({t for key in reasons if (t := resource_type_of(key))}),
+        )
+        await self.store.audit.record(AuditRecord.of(resource, answer.service, answer.occurred))
 
     async def _record(
         self,

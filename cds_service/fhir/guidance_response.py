@@ -126,10 +126,48 @@ def card_parameters(cards: Sequence[Mapping[str, Any]]) -> list[JSON]:
     return out
 
 
+#: The longest reason kept per unavailable key (they are the service's own texts).
+MAX_REASON_CHARS = 300
+
+
+def unavailable_parameters(
+    protocol: Protocol, profile: str | None, http_status: int, reasons: Mapping[str, str]
+) -> list[JSON]:
+    """What an answer the service could not give says: under which protocol and profile, the
+    HTTP status, and each data key it could not get with the reason (the service's own text,
+    as the 412 body gives it)."""
+    chosen = protocol.profile(profile)
+    params: list[JSON] = [
+        {"name": "protocol", "valueString": protocol.id},
+        {"name": "protocolVersion", "valueString": protocol.version},
+        {"name": "profile", "valueString": profile or protocol.profiles.default},
+        {"name": "profileVersion", "valueString": chosen.version},
+        {"name": "httpStatus", "valueInteger": http_status},
+    ]
+    for key in sorted(reasons):
+        params.append(
+            {
+                "name": "unavailable",
+                "part": [
+                    {"name": "key", "valueString": key},
+                    {"name": "reason", "valueString": reasons[key][:MAX_REASON_CHARS]},
+                ],
+            }
+        )
+    return params
+
+
 def guidance_response(
-    answer: Answer, plan: Plan | None, protocol: Protocol, outputs: list[JSON], status: str
+    answer: Answer,
+    plan: Plan | None,
+    protocol: Protocol,
+    outputs: list[JSON],
+    status: str,
+    *,
+    data_requirements: Sequence[str] = (),
 ) -> JSON:
-    """The GuidanceResponse; `outputs` are the answer's own parameters (cards, CarePlan)."""
+    """The GuidanceResponse; `outputs` are the answer's own parameters (cards, CarePlan);
+    `data_requirements` the resource types it lacked (status `data-required`)."""
     params = (plan_parameters(plan, protocol) if plan is not None else []) + outputs
     resource: JSON = {
         "resourceType": "GuidanceResponse",
@@ -151,6 +189,8 @@ def guidance_response(
         resource["subject"] = {"reference": f"Patient/{answer.patient_id}"}
     if answer.encounter:
         resource["encounter"] = reference(answer.encounter, "Encounter")
+    if data_requirements:
+        resource["dataRequirement"] = [{"type": t} for t in data_requirements]
     if plan is not None:
         seen: list[str] = []
         for p in params:

@@ -78,6 +78,12 @@ def build_prefetch(protocol: Protocol) -> dict[str, str]:
 PREFETCH: dict[str, str] = build_prefetch(default_protocol())
 
 
+def resource_type_of(key: str) -> str | None:
+    """The resource type a prefetch key asks for (`Observation` for `observations`)."""
+    template = PREFETCH.get(key)
+    return None if template is None else re.split(r"[?/]", template, maxsplit=1)[0]
+
+
 class UnresolvedTokenError(ValueError):
     """A template names a token the context does not provide (or provides as a non-primitive)."""
 

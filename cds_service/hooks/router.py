@@ -110,6 +110,33 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         except TooLargeError as exc:
             raise ApiError(413, str(exc)) from None
         noted.hook_instance = hook_request.hookInstance
+        ctx = hook_request.context
+
+        def audited(patient_id: str | None) -> Answer:
+            return Answer(
+                response_id=str(uuid.uuid4()),
+                request_identifier=hook_request.hookInstance,
+                module_uri=state.url(request, f"/cds-services/{service.id}"),
+                occurred=datetime.now(UTC),
+                patient_id=patient_id,
+                encounter=ctx.get("encounterId"),
+                user=ctx.get("userId"),
+                service=service.id,
+            )
+
+        async def unavailable(message: str, reasons: dict[str, str]) -> ApiError:
+            """The 412 naming the keys, audited as an answer that could not be given."""
+            noted.unavailable = dict(reasons)
+            patient_id = ctx.get("patientId")
+            await state.audit_unavailable(
+                audited(patient_id if isinstance(patient_id, str) else None), reasons
+            )
+            return ApiError(
+                412,
+                message,
+                extra={"missing": sorted(reasons), "reasons": dict(sorted(reasons.items()))},
+            )
+
         try:
             client = getattr(request.state, "cds_client", None)
             record = await resolve(
@@ -120,15 +147,10 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         except PrefetchError as exc:
             raise ApiError(400, str(exc)) from None
         except MissingPrefetch as exc:
-            noted.unavailable = dict(exc.details)
-            raise ApiError(
-                412,
+            raise await unavailable(
                 "required FHIR data is missing from the prefetch and could not be fetched: "
                 + "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details)),
-                extra={
-                    "missing": sorted(exc.details),
-                    "reasons": dict(sorted(exc.details.items())),
-                },
+                exc.details,
             ) from None
         try:
             # Cards link to the service's pages: its public URL, else the one it was called at.
@@ -138,11 +160,9 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             key = record.fetched_references.get(exc.reference)
             if key is not None:
                 reason = f"{INVALID_FETCHED}: {exc}"
-                noted.unavailable = {key: reason}
-                raise ApiError(
-                    412,
+                raise await unavailable(
                     f"FHIR data fetched from the FHIR server is not valid FHIR R4: {key}: {reason}",
-                    extra={"missing": [key], "reasons": {key: reason}},
+                    {key: reason},
                 ) from None
             raise ApiError(400, str(exc)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -153,18 +173,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         cards = await raised_once(
             state.store.raised, service.hook, hook_request.hookInstance, cards
         )
-        ctx = hook_request.context
-        audited = Answer(
-            response_id=str(uuid.uuid4()),
-            request_identifier=hook_request.hookInstance,
-            module_uri=state.url(request, f"/cds-services/{service.id}"),
-            occurred=datetime.now(UTC),
-            patient_id=record.patient_id,
-            encounter=ctx.get("encounterId"),
-            user=ctx.get("userId"),
-            service=service.id,
-        )
-        await state.audit(audited, plan, cards)
+        await state.audit(audited(record.patient_id), plan, cards)
         noted.cards = [_kind_and_rules(card) for card in cards]
         return FastJSONResponse({"cards": cards})
 

@@ -106,6 +106,46 @@ async def test_every_answer_is_a_guidance_response(app: Any) -> None:
     assert "birthDate" not in text and '"resourceType": "Observation"' not in text
 
 
+async def test_an_answer_the_service_could_not_give_is_audited(app: Any) -> None:
+    """A 412 (required data neither in the prefetch nor fetchable) is an answer too: audited as
+    `data-required` with the keys and reasons the 412 names, and nothing of the record."""
+    body = golden_request(SLUG, "patient-view")
+    body["hookInstance"] = "hook-412"
+    body["context"]["encounterId"] = "enc-7"
+    del body["prefetch"]["observations"], body["prefetch"]["conditions"]
+    async with _client(app) as c:
+        r = await c.post(PV, json=body)
+        assert r.status_code == 412
+        answered = r.json()["error"]
+        await app.state.cds.store.audit.flush()
+        found = await c.get(
+            "/fhir/GuidanceResponse", params={"request": "hook-412"}, headers=AS_OPERATOR
+        )
+    assert answered["missing"] == ["conditions", "observations"]
+    (entry,) = found.json()["entry"]
+    resource = entry["resource"]
+    assert_valid_fhir(resource)
+    assert resource["status"] == "data-required"
+    assert resource["subject"] == {"reference": "Patient/b12gp-002"}
+    assert resource["encounter"] == {"reference": "Encounter/enc-7"}
+    assert resource["dataRequirement"] == [{"type": "Condition"}, {"type": "Observation"}]
+    params = _params(resource)
+    named = {p["name"]: p for p in params if "part" not in p}
+    assert named["httpStatus"]["valueInteger"] == 412
+    assert named["protocolVersion"]["valueString"] and named["profile"]["valueString"] == "standard"
+    unavailable = {
+        p["part"][0]["valueString"]: p["part"][1]["valueString"]
+        for p in params
+        if p["name"] == "unavailable"
+    }
+    assert unavailable == answered["reasons"]
+    # No cards, no evidence, no resource of the record: only who was asked about.
+    assert not any(p["name"] in ("card", "evidence", "rule") for p in params)
+    assert "reasonReference" not in resource
+    patient = body["prefetch"]["patient"]
+    assert json.dumps(patient["name"]) not in json.dumps(resource)
+
+
 async def test_search_by_subject_and_date_is_paginated(app: Any) -> None:
     async with _client(app) as c:
         for i in range(3):
