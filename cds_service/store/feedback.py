@@ -3,7 +3,13 @@
 An item is committed in the request that delivers it (never written behind): the 200 means it
 is on disk, or on the PostgreSQL server. Sending the same item again stores nothing new (a
 unique key over what the item says). Items are joined to the issued cards by card uuid; an item
-about a card this service did not issue is kept and marked `card_known = false`.
+about a card not (yet) in the database is kept and marked `card_known = false`.
+
+Such an item may be about a card another worker answered a moment ago whose audit record is
+still in that worker's write-behind queue, so the mark is provisional: whenever feedback is
+read (`stored`, `analytics`), marked items whose card has arrived since are joined then
+(`card_known` set, their unknown suggestions worked out again). The figures per kind and rule
+join feedback to cards when they are read, so they never depend on the mark.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, true
+from sqlalchemy import and_, bindparam, func, select, true, update
 
 from cds_service.hooks.feedback import FeedbackRecord
 from cds_service.hooks.models import FeedbackRequest
@@ -106,8 +112,38 @@ class FeedbackLog:
                 )
         return records
 
+    async def _join_late_cards(self, *where: Any) -> int:
+        """Join the items marked `card_known = false` (of `where`) whose card is now stored."""
+        f = feedback.c
+        c = issued_card.c
+        late = (
+            select(f.id, f.accepted_suggestions, c.suggestions)
+            .select_from(
+                feedback.join(issued_card, and_(c.card_uuid == f.card_uuid, c.service == f.service))
+            )
+            .where(f.card_known.is_(False), *where)
+        )
+        async with self._engine().connect() as connection:
+            rows = list(await connection.execute(late))
+        if not rows:
+            return 0
+        updates = []
+        for row in rows:
+            issued = frozenset(orjson.loads(row.suggestions))
+            unknown = [s for s in orjson.loads(row.accepted_suggestions) if s not in issued]
+            updates.append({"row_id": row.id, "unknown": orjson.dumps(unknown).decode()})
+        async with self._engine().begin() as connection:
+            await connection.execute(
+                update(feedback)
+                .where(f.id == bindparam("row_id"), f.card_known.is_(False))
+                .values(card_known=True, unknown_suggestions=bindparam("unknown")),
+                updates,
+            )
+        return len(updates)
+
     async def stored(self, card_uuid: str) -> list[JSON]:
         """The feedback rows on one card (for the operator and the tests)."""
+        await self._join_late_cards(feedback.c.card_uuid == card_uuid)
         async with self._engine().connect() as connection:
             rows = await connection.execute(
                 select(feedback).where(feedback.c.card_uuid == card_uuid).order_by(feedback.c.id)
@@ -118,6 +154,7 @@ class FeedbackLog:
         """Cards shown in [since, until) per kind and per rule, and what became of them."""
         c = issued_card.c
         f = feedback.c
+        await self._join_late_cards(f.received_at >= since)
         in_period = and_(c.issued_at >= since, c.issued_at < until)
         joined = issued_card.join(
             feedback, and_(f.card_uuid == c.card_uuid, f.service == c.service)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,10 +11,12 @@ import httpx
 import pytest
 from hooks.helpers import START, golden_request
 from plan_operation.helpers import parameters, patient_id
+from sqlalchemy import select
 from support import assert_valid_fhir, golden_bundle
 
 from cds_service.app import create_app
 from cds_service.fhir.guidance_response import ENDPOINT_EXTENSION, PROFILE
+from cds_service.store.tables import feedback as feedback_table
 
 pytestmark = pytest.mark.anyio
 PV = "/cds-services/b12-patient-view"
@@ -267,6 +270,53 @@ async def test_feedback_is_stored_once_joined_and_counted(app: Any) -> None:
         assert by_rule[rule]["shown"] >= 1 and by_rule[rule]["accepted"] == 1
     assert figures["feedbackOnUnknownCards"] == 1
     assert "free text" not in str(await store.stored(other["uuid"]))
+
+
+async def test_feedback_reaching_another_worker_before_the_audit_row_is_joined_later(
+    store_settings: Any,
+) -> None:
+    """Worker A answers and its audit record waits in A's queue; the feedback on it reaches
+    worker B first, which cannot see the card yet. Once A has written it, B's reads join them."""
+    settings = store_settings(auth=False, operator_token=OPERATOR)
+    worker_a = create_app(settings, clock=lambda: START)
+    worker_b = create_app(settings, clock=lambda: START)
+    queue_a = worker_a.state.cds.store.audit.queue
+    gate = asyncio.Event()
+    write = queue_a._write
+
+    async def held(batch: Any) -> None:
+        await gate.wait()
+        await write(batch)
+
+    queue_a._write = held
+    body = golden_request(SLUG, "patient-view")
+    async with _client(worker_a) as a, _client(worker_b) as b:
+        r = await a.post(PV, json=body)
+        assert r.status_code == 200
+        treatment = next(c for c in r.json()["cards"] if c["extension"]["card"] == "treatment")
+        suggestion = treatment["suggestions"][0]["uuid"]
+        item = {
+            "card": treatment["uuid"],
+            "outcome": "accepted",
+            "acceptedSuggestions": [{"id": suggestion}],
+            "outcomeTimestamp": "2026-12-01T10:05:31Z",
+        }
+        r = await b.post(PV + "/feedback", json={"feedback": [item]})
+        assert r.status_code == 200
+        feedback_b = worker_b.state.cds.store.feedback
+        async with worker_b.state.cds.store.database().connect() as connection:
+            (row,) = await connection.execute(select(feedback_table))
+        assert not row.card_known and json.loads(row.unknown_suggestions) == [suggestion]
+        gate.set()
+        await worker_a.state.cds.store.audit.flush()
+        figures = (await b.get("/analytics/feedback", headers=AS_OPERATOR)).json()
+        (stored,) = await feedback_b.stored(treatment["uuid"])
+    assert figures["feedbackOnUnknownCards"] == 0
+    by_kind = {e["kind"]: e for e in figures["byKind"]}
+    assert by_kind["treatment"]["accepted"] == 1
+    assert stored["card_known"] and json.loads(stored["unknown_suggestions"]) == []
+    await worker_a.state.cds.store.close()
+    await worker_b.state.cds.store.close()
 
 
 async def test_analytics_period(app: Any) -> None:
