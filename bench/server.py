@@ -143,7 +143,9 @@ class Server:
 
     def start(self, timeout_s: float = 60.0) -> Server:
         self.port = free_port()
-        env = {**os.environ, **self.env}
+        # The launcher checks the service's settings for every app it serves (the bare
+        # baseline and floor too), and the load generators send no JWT: auth is off here.
+        env = {**os.environ, "CDS_AUTH": "off", **self.env}
         if self.tree is not None:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(self.tree), os.environ.get("PYTHONPATH")) if p
