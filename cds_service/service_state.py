@@ -81,7 +81,8 @@ class ServiceState:
         scope = request.scope
         key = (
             scope.get("scheme"),
-            scope.get("server"),
+            # A list under some ASGI servers (Starlette's TestClient), a tuple under uvicorn.
+            tuple(scope.get("server") or ()),
             scope.get("app_root_path"),
             scope.get("root_path"),
             request.headers.get("host"),

@@ -152,9 +152,10 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
                 + "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details)),
                 exc.details,
             ) from None
+        # Cards link to the service's pages: its public URL, else the one it was called at.
+        # Outside the try below: a fault here is the service's, never a 400 for the caller.
+        base_url = state.url(request, "")
         try:
-            # Cards link to the service's pages: its public URL, else the one it was called at.
-            base_url = state.url(request, "")
             plan, cards = answer(state, service, hook_request, record, today, base_url)
         except InvalidResourceError as exc:
             key = record.fetched_references.get(exc.reference)

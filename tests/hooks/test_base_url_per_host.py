@@ -35,3 +35,16 @@ async def test_a_public_base_url_wins() -> None:
     async with AppClient(app, base_url="http://internal:8000") as c:
         r = await c.post(PV, json=body)
     assert _sources(r.json()["cards"]) == {"https://cds.example.org/protocol"}
+
+
+def test_an_asgi_server_that_gives_its_address_as_a_list_is_answered() -> None:
+    """The ASGI spec types `server` as a two-item iterable: Starlette's TestClient sends a
+    list (unhashable), uvicorn a tuple; either must reach the cards, not a TypeError."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(isolated_settings(auth=False), clock=lambda: START)
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    with TestClient(app, base_url="http://testserver") as c:
+        r = c.post(PV, json=body)
+    assert r.status_code == 200, r.text
+    assert _sources(r.json()["cards"]) == {"http://testserver/protocol"}
