@@ -12,6 +12,7 @@ import jsonschema_rs
 import orjson
 from support import golden_bundle, golden_slugs, resources_of
 
+from cds_service.clinical.extract import VALIDATED_TYPES
 from cds_service.fhir.validation import SCHEMA_PATH, ResourceValidator, element_path
 
 WHOLE = jsonschema_rs.Draft7Validator(orjson.loads(SCHEMA_PATH.read_bytes()))
@@ -48,7 +49,7 @@ CONTAINED: list[Any] = [
 def test_contained_resources_get_the_whole_schemas_verdicts_and_paths() -> None:
     rng = random.Random(19)
     resources = [r for slug in golden_slugs() for r in resources_of(golden_bundle(slug))]
-    resources = [r for r in resources if r["resourceType"] in VALIDATOR_TYPES]
+    resources = [r for r in resources if r["resourceType"] in VALIDATED_TYPES]
     checked = 0
     for resource in rng.sample(resources, min(60, len(resources))):
         for items in ([c] for c in CONTAINED):
@@ -70,15 +71,3 @@ def test_an_invalid_contained_resource_is_named_by_its_path() -> None:
     mutant = {**patient, "contained": [MEDICATION, {**MEDICATION, "status": 5}]}
     assert VALIDATOR.problems(mutant) == ["contained[1].status"]
     assert VALIDATOR.problems({**patient, "contained": [MEDICATION]}) == []
-
-
-VALIDATOR_TYPES = {
-    "Patient",
-    "Condition",
-    "Observation",
-    "Procedure",
-    "MedicationRequest",
-    "MedicationStatement",
-    "AllergyIntolerance",
-    "ServiceRequest",
-}
