@@ -1,7 +1,8 @@
 """Write-behind for the audit trail: answers are not held up by a commit each.
 
 Records are written in batches by one task per worker: it waits `delay_s` after the first
-record so that several answers share a commit, then writes everything pending. A failed write
+record so that several answers share a commit (a `flush` cuts the wait short), then writes
+everything pending. A failed write
 keeps the batch and retries, so the database being down delays the audit but never drops it
 while the process lives; past `max_pending` records, new answers wait for the writer instead of
 growing memory without bound. `flush()` returns when everything submitted before it is written
@@ -45,6 +46,8 @@ class WriteBehind(Generic[T]):
         self._writing = 0
         self._task: asyncio.Task[None] | None = None
         self._hurry = False
+        #: Set while the writer waits out `delay_s`: `flush` ends the wait (same loop only).
+        self._wake: asyncio.Future[None] | None = None
         #: Told the depth each time it changes (the audit-queue gauge).
         self.on_depth: Callable[[int], None] | None = None
 
@@ -65,6 +68,9 @@ class WriteBehind(Generic[T]):
         """Wait until nothing is pending; False if `timeout` passed first."""
         self._hurry = True
         loop = asyncio.get_running_loop()
+        wake = self._wake
+        if wake is not None and not wake.done() and wake.get_loop() is loop:
+            wake.set_result(None)  # whoever flushes waits for the commit, not for the delay
         deadline = None if timeout is None else loop.time() + timeout
         while self.depth:
             left = None if deadline is None else deadline - loop.time()
@@ -92,7 +98,11 @@ class WriteBehind(Generic[T]):
         failures = 0
         while self._pending:
             if not self._hurry and self._delay_s > 0 and failures == 0:
-                await asyncio.sleep(self._delay_s)
+                self._wake = asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.wait({self._wake}, timeout=self._delay_s)
+                finally:
+                    self._wake = None
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
             self._writing = len(batch)
@@ -111,10 +121,11 @@ class WriteBehind(Generic[T]):
                     pause,
                     where_raised(exc),
                 )
-                await asyncio.sleep(pause)
             else:
                 failures = 0
             finally:
-                self._writing = 0
+                self._writing = 0  # the batch is either written or back in `_pending`
                 self._report()
+            if failures:
+                await asyncio.sleep(pause)
         self._hurry = False
