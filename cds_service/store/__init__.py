@@ -31,7 +31,7 @@ class Store:
         self.retention = timedelta(days=settings.audit_retention_days)
         self._migrate = settings.migrate_on_start
         self.database = Database(self.target)
-        self.audit = AuditLog(self.database, writer=self.database.audit_writer)
+        self.audit = AuditLog(self.database, self.database.audit_writer())
         self.feedback = FeedbackLog(self.database, self.audit)
         self.replay = DatabaseReplayCache(self.database)
         self.raised = RaisedCards(self.database)

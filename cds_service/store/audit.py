@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, func, select
 
+from cds_service.store.audit_writer import AuditWriter
 from cds_service.store.database import AsyncEngineSource
-from cds_service.store.dialect import insert_for
 from cds_service.store.queue import WriteBehind
 from cds_service.store.tables import feedback, guidance_response, issued_card
 
@@ -91,18 +91,18 @@ class SearchPage:
 
 
 class AuditLog:
-    """`engine` reads and purges; `writer` commits the batches (on SQLite a connection that
-    does not fsync each commit: see `Database.audit_writer`)."""
+    """`engine` reads and purges; `writer` commits the batches (`audit_writer`: on the driver
+    itself, the one statement pair every answer adds)."""
 
     def __init__(
         self,
         engine: AsyncEngineSource,
+        writer: AuditWriter,
         *,
-        writer: AsyncEngineSource | None = None,
         delay_s: float = 0.05,
     ) -> None:
         self._engine = engine
-        self._writer = writer or engine
+        self._writer = writer
         self.queue: WriteBehind[AuditRecord] = WriteBehind(self._write, delay_s=delay_s)
 
     async def record(self, record: AuditRecord) -> None:
@@ -112,40 +112,18 @@ class AuditLog:
         return await self.queue.flush(timeout)
 
     async def _write(self, batch: Sequence[AuditRecord]) -> None:
-        responses = [
-            {
-                "id": r.id,
-                "request_identifier": r.request_identifier,
-                "module": r.service,
-                "subject": r.subject,
-                "occurred_at": r.occurred,
-                "status": r.status,
-                "resource": r.resource,
-            }
-            for r in batch
-        ]
-        cards = [
-            {
-                "card_uuid": card.uuid,
-                "guidance_response_id": r.id,
-                "service": r.service,
-                "kind": card.kind,
-                "rules": card.rules,
-                "suggestions": card.suggestions,
-                "issued_at": r.occurred,
-            }
-            for r in batch
-            for card in r.cards
-        ]
-        async with self._writer().begin() as connection:
-            # A batch retried after a failure that had in fact committed inserts nothing twice.
-            await connection.execute(
-                insert_for(connection, guidance_response).on_conflict_do_nothing(), responses
+        at = self._writer.timestamp
+        responses = []
+        cards = []
+        for r in batch:
+            occurred = at(r.occurred)
+            responses.append(
+                (r.id, r.request_identifier, r.service, r.subject, occurred, r.status, r.resource)
             )
-            if cards:
-                await connection.execute(
-                    insert_for(connection, issued_card).on_conflict_do_nothing(), cards
-                )
+            cards += [
+                (c.uuid, r.id, r.service, c.kind, c.rules, c.suggestions, occurred) for c in r.cards
+            ]
+        await self._writer.write(responses, cards)
 
     async def read(self, response_id: str) -> JSON | None:
         async with self._engine().connect() as connection:

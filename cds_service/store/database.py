@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cds_service.settings import Settings, SettingsError
+from cds_service.store.audit_writer import AuditWriter, PostgresAuditWriter, SqliteAuditWriter
 
 # The drivers' debug logs quote statement parameters, which hold patient data: never let them
 # through, whatever level the root logger is at (alembic's INFO lines are start-up noise).
@@ -86,14 +87,12 @@ def database_url(settings: Settings) -> DatabaseUrl:
     return DatabaseUrl(URL.create("sqlite+aiosqlite", database=str(path)), "CDS_DATA_DIR")
 
 
-def _sqlite_setup(engine: AsyncEngine, *, synchronous: str = "FULL") -> None:
+def _sqlite_setup(engine: AsyncEngine) -> None:
     """WAL for concurrent readers and workers, full sync so a commit survives a power cut, and
     `BEGIN IMMEDIATE`: a transaction takes the write lock when it starts, waiting up to the busy
     timeout, instead of failing when a read turns into a write while another worker writes.
-
-    `synchronous=NORMAL` (the audit writer's connection): a commit is not fsynced; it survives
-    the process being killed, and a power cut or an OS crash loses only the commits since the
-    last fsync (the next FULL commit on the database, or a checkpoint)."""
+    (The audit writer's own connection, `audit_writer.SqliteAuditWriter`, commits with
+    `synchronous=NORMAL`.)"""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -101,7 +100,7 @@ def _sqlite_setup(engine: AsyncEngine, *, synchronous: str = "FULL") -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -135,7 +134,7 @@ class Database:
         self.target = target
         self._engine: AsyncEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._audit_engine: AsyncEngine | None = None
+        self._audit_writer: AuditWriter | None = None
 
     def __call__(self) -> AsyncEngine:
         loop = asyncio.get_running_loop()
@@ -144,20 +143,22 @@ class Database:
             self._loop = loop
         return self._engine
 
-    def audit_writer(self) -> AsyncEngine:
-        """The engine the audit batches are committed on.
+    def audit_writer(self) -> AuditWriter:
+        """What the audit batches are committed with (`audit_writer`), one per app.
 
-        On SQLite one connection with `synchronous=NORMAL`: the audit is written behind and
-        already lost if the process dies before its batch, so an fsync per batch bought little;
-        feedback and replay rows are committed on the main engine with a full fsync, which also
-        makes every audit batch before them durable. On PostgreSQL the main engine.
+        On SQLite a connection of its own with `synchronous=NORMAL`: the audit is written behind
+        and already lost if the process dies before its batch, so an fsync per batch bought
+        little; feedback and replay rows are committed on the main engine with a full fsync,
+        which also makes every audit batch before them durable. On PostgreSQL the main engine.
         """
-        if not self.target.is_sqlite:
-            return self()
-        if self._audit_engine is None:
-            self._audit_engine = create_async_engine(self.target.url, pool_size=1, max_overflow=0)
-            _sqlite_setup(self._audit_engine, synchronous="NORMAL")
-        return self._audit_engine
+        if self._audit_writer is None:
+            if self.target.is_sqlite:
+                path = self.target.url.database
+                assert path  # database_url always names the file
+                self._audit_writer = SqliteAuditWriter(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+            else:
+                self._audit_writer = PostgresAuditWriter(self)
+        return self._audit_writer
 
     async def ping(self) -> None:
         """Raise unless the database answers (a readiness check)."""
@@ -165,9 +166,8 @@ class Database:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self._audit_engine is not None:
-            await self._audit_engine.dispose()
-            self._audit_engine = None
+        if self._audit_writer is not None:
+            await self._audit_writer.close()
         if self._engine is not None and (
             self.target.is_sqlite or self._loop is asyncio.get_running_loop()
         ):
