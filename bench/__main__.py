@@ -595,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         help="audit trail on against off, in-process, alternating rounds (--smoke: a quick run)",
     )
     parser.add_argument("--rounds", type=int, help="--audit-cost: rounds (default 8; smoke 2)")
+    parser.add_argument(
+        "--slice", type=int, help="--audit-cost: calls per turn of each app (default 50; smoke 10)"
+    )
     mode.add_argument(
         "--compare",
         metavar="REF",
@@ -729,6 +732,7 @@ def audit_cost(args: argparse.Namespace) -> int:
             n=args.n or (20 if smoke else 300),
             concurrency=concurrency,
             warmup=10 if smoke else 100,
+            slice_calls=args.slice or (10 if smoke else 50),
             database_url=os.environ.get("CDS_DATABASE_URL") or None,
             on_round=lambda i, r: print(round_line(i, r), file=sys.stderr, flush=True),
         )

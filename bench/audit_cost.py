@@ -1,19 +1,26 @@
 """What the audit trail costs patient-view: the service with its audit write on and off, side by
-side in one process, in alternating rounds.
+side in one process, in finely interleaved slices.
 
 Two apps are built with `create_app` on fresh SQLite databases (or `CDS_DATABASE_URL`); in the
 "off" app the answer's audit step (`ServiceState.audit`: building the GuidanceResponse and
-queueing it) does nothing. Each round drives both with the same patient-view body through the
-whole ASGI stack (middleware, router, engine, cards, response) with `concurrency` calls in
-flight, and times the "on" app until its write-behind queue is empty, so the batch inserts and
-commits are inside the figure. The order of the two alternates from round to round, so a
-machine that gets busier or quieter during the run biases neither.
+queueing it) does nothing. Both drive the same patient-view body through the whole ASGI stack
+(middleware, router, engine, cards, response) with `concurrency` calls in flight. A round gives
+each app `n` calls in slices of `slice_calls`, the two taking turns slice by slice (which goes
+first alternates), and the "on" app is timed until its write-behind queue is empty at the end of
+each of its slices, so its batch inserts and commits are inside its figure.
+
+Why slices: on a shared virtual machine the CPU time of the same work drifts by a factor of up
+to two over a few seconds (neighbours, frequency, steal), which whole rounds of one app and then
+the other turn into a per-round cost anywhere between -10% and +40%. Slices of about a tenth of a
+second put both apps under the same conditions. Flushing at the end of each slice makes the
+"on" app's batches no larger than a slice: if anything, that overstates the write's share.
 
 The figure is CPU time of this process per answer (`time.process_time`: every thread, the
-SQLite driver's included), which other processes on a shared machine disturb much less than
-wall time; wall time is reported too. Throughput cost = 1 - off/on: the share of patient-view
-answers per CPU-second that the audit takes away (target <= 10%). Without HTTP the denominator
-is smaller than a server's, so the share is, if anything, larger than under `python -m bench`.
+SQLite writer's included), which other processes disturb much less than wall time; wall time is
+reported too. Throughput cost = 1 - off/on: the share of patient-view answers per CPU-second
+that the audit takes away (target <= 10%). Without HTTP the denominator is smaller than a
+server's, so the share is, if anything, larger than under `python -m bench`. Left in the "off"
+app: the router's `Answer` (a uuid, the time, the URL: a few µs), the audit's only work there.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from typing import Any
 
 import orjson
@@ -114,7 +122,7 @@ async def _drive(app: Any, body: bytes, n: int, concurrency: int) -> list[int]:
 
 
 async def _timed(step: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
-    """CPU and wall milliseconds per call of `step()` (which makes `n` calls)."""
+    """CPU and wall milliseconds per call of `step()` (which makes `n` calls; 1: its total)."""
     cpu, wall = time.process_time(), time.perf_counter()
     await step()
     return (time.process_time() - cpu) * 1000 / n, (time.perf_counter() - wall) * 1000 / n
@@ -154,6 +162,7 @@ async def measure(
     n: int,
     concurrency: int,
     warmup: int,
+    slice_calls: int = 50,
     database_url: str | None = None,
     on_round: Callable[[int, Round], None] | None = None,
 ) -> dict[str, Any]:
@@ -175,20 +184,27 @@ async def measure(
         await audit.flush()
         before = await _audited_count(on)
 
-        async def run_on() -> None:
-            bad.extend(s for s in await _drive(on, body, n, concurrency) if s != 200)
+        async def run_on(calls: int) -> None:
+            bad.extend(s for s in await _drive(on, body, calls, concurrency) if s != 200)
             await audit.flush()  # the writes belong to the answers that queued them
 
-        async def run_off() -> None:
-            bad.extend(s for s in await _drive(off, body, n, concurrency) if s != 200)
+        async def run_off(calls: int) -> None:
+            bad.extend(s for s in await _drive(off, body, calls, concurrency) if s != 200)
 
         for i in range(rounds):
-            if i % 2 == 0:
-                off_cpu, off_wall = await _timed(run_off, n)
-                on_cpu, on_wall = await _timed(run_on, n)
-            else:
-                on_cpu, on_wall = await _timed(run_on, n)
-                off_cpu, off_wall = await _timed(run_off, n)
+            # CPU and wall milliseconds of each app over the round.
+            spent = {run_off: [0.0, 0.0], run_on: [0.0, 0.0]}
+            done = 0
+            while done < n:
+                calls = min(slice_calls, n - done)
+                first_off = (i + done // slice_calls) % 2 == 0
+                for run in (run_off, run_on) if first_off else (run_on, run_off):
+                    cpu, wall = await _timed(partial(run, calls), 1)
+                    spent[run][0] += cpu
+                    spent[run][1] += wall
+                done += calls
+            off_cpu, off_wall = (v / n for v in spent[run_off])
+            on_cpu, on_wall = (v / n for v in spent[run_on])
             result = Round("off,on" if i % 2 == 0 else "on,off", off_cpu, on_cpu, off_wall, on_wall)
             results.append(result)
             if on_round is not None:
@@ -212,6 +228,7 @@ async def measure(
         "settings": {
             "rounds": rounds,
             "calls_per_round": n,
+            "calls_per_slice": slice_calls,
             "concurrency": concurrency,
             "warmup": warmup,
             "database": "CDS_DATABASE_URL" if database_url else "SQLite (CDS_DATA_DIR)",
@@ -249,7 +266,8 @@ def format_result(result: dict[str, Any]) -> str:
     s = result["settings"]
     lines = [
         f"Audit cost, patient-view in-process ({s['request_bytes'] / 1024:.1f} KiB request), "
-        f"{s['rounds']} rounds x {s['calls_per_round']} calls per app, concurrency "
+        f"{s['rounds']} rounds x {s['calls_per_round']} calls per app in slices of "
+        f"{s['calls_per_slice']}, concurrency "
         f"{s['concurrency']}, {s['database']}",
         HEADER,
     ]
