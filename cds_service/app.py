@@ -132,6 +132,7 @@ def create_app(
             max_body_bytes=settings.max_body_bytes,
             max_resources=settings.max_resources,
             record=state.audit_plan,
+            record_unavailable=state.audit_plan_unavailable,
             extra_resources=[GUIDANCE_RESPONSE_CAPABILITY],
         )
     )

@@ -49,7 +49,8 @@ class FhirRecordSource:
             )
         except DataUnavailable as exc:
             raise RecordUnavailableError(
-                "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details))
+                "; ".join(f"{key}: {exc.details[key]}" for key in sorted(exc.details)),
+                exc.details,
             ) from None
         # Read as a hook call reads the same answers: right types per key, this patient only.
         resources: list[Mapping[str, Any]] = []
@@ -59,7 +60,9 @@ class FhirRecordSource:
                 found = resources_of(key, value, patient_id, scope)
             except PrefetchError:
                 if key in REQUIRED_KEYS:
-                    raise RecordUnavailableError(f"{key}: {INVALID_FETCHED}") from None
+                    raise RecordUnavailableError(
+                        f"{key}: {INVALID_FETCHED}", {key: INVALID_FETCHED}
+                    ) from None
                 continue
             resources += found or ()
         return resources

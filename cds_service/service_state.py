@@ -37,6 +37,7 @@ from cds_service.hooks.limits import Caps
 from cds_service.hooks.prefetch_templates import resource_type_of
 from cds_service.middleware.call_record import call_record
 from cds_service.plan_operation.apply import ApplyRequest
+from cds_service.plan_operation.artifacts import profile_of
 from cds_service.settings import Settings, SettingsError
 from cds_service.store import AuditRecord, Store
 
@@ -98,15 +99,18 @@ class ServiceState:
         """Queue the GuidanceResponse of a CDS Hooks answer (written behind; cds_service.store)."""
         await self._record(answer, plan, card_parameters(cards), cards)
 
-    async def audit_unavailable(self, answer: Answer, reasons: Mapping[str, str]) -> None:
+    async def audit_unavailable(
+        self, answer: Answer, reasons: Mapping[str, str], *, profile: str | None = None
+    ) -> None:
         """Queue the GuidanceResponse of an answer the service could not give (412): status
-        `data-required`, the keys it could not get with the reasons, the resource types."""
+        `data-required`, the keys it could not get with the reasons, the resource types.
+        `profile`: the one asked for (a $apply's PlanDefinition), else the service's."""
         protocol = self.engine.protocol
         resource = guidance_response(
             answer,
             None,
             protocol,
-            unavailable_parameters(protocol, self.settings.profile, 412, reasons),
+            unavailable_parameters(protocol, profile or self.settings.profile, 412, reasons),
             "data-required",
             data_requirements=sorted({t for key in reasons if (t := resource_type_of(key))}),
         )
@@ -132,10 +136,31 @@ class ServiceState:
         plan: Plan,
         care_plan: dict[str, Any],
     ) -> None:
-        """The audit record of a $apply: its request id (the caller's X-Request-ID if usable)
-        stands for the hookInstance it does not have."""
+        """The audit record of a $apply."""
+        answer = self._plan_answer(request, parsed, plan_definition)
+        await self._record(answer, plan, care_plan_parameters(plan_definition, care_plan))
+
+    async def audit_plan_unavailable(
+        self,
+        request: Request,
+        parsed: ApplyRequest,
+        plan_definition: dict[str, Any],
+        reasons: Mapping[str, str],
+    ) -> None:
+        """The audit record of a $apply answered 412, as a hook call's (`audit_unavailable`)."""
+        await self.audit_unavailable(
+            self._plan_answer(request, parsed, plan_definition),
+            reasons,
+            profile=profile_of(str(plan_definition["id"]), self.engine.protocol),
+        )
+
+    def _plan_answer(
+        self, request: Request, parsed: ApplyRequest, plan_definition: dict[str, Any]
+    ) -> Answer:
+        """Who asked for a $apply: its request id (the caller's X-Request-ID if usable) stands
+        for the hookInstance it does not have."""
         path = f"/fhir/PlanDefinition/{plan_definition['id']}/$apply"
-        answer = Answer(
+        return Answer(
             response_id=str(uuid.uuid4()),
             request_identifier=getattr(request.state, "request_id", None) or str(uuid.uuid4()),
             module_uri=self.url(request, path),
@@ -145,7 +170,6 @@ class ServiceState:
             user=parsed.practitioner,
             service=f"PlanDefinition/{plan_definition['id']}",
         )
-        await self._record(answer, plan, care_plan_parameters(plan_definition, care_plan))
 
 
 def build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:

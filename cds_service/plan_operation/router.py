@@ -55,6 +55,8 @@ JSON = dict[str, Any]
 RecordSource = Callable[[str], Awaitable[Any]]
 #: Called with every plan answered, before the answer leaves (the audit trail).
 PlanRecorder = Callable[[Request, ApplyRequest, JSON, Plan, JSON], Awaitable[None]]
+#: Called with every $apply answered 412 (the record could not be got): key -> reason.
+UnavailableRecorder = Callable[[Request, ApplyRequest, JSON, Mapping[str, str]], Awaitable[None]]
 #: Interactions beyond the artifacts, served by other routers on the same /fhir base.
 ExtraResources = list[JSON]
 
@@ -85,17 +87,34 @@ APPLY_SUBJECT = {
 
 
 class RecordUnavailableError(RuntimeError):
-    """Raised by a record source when the patient's record cannot be read (HTTP 412)."""
+    """Raised by a record source when the patient's record cannot be read (HTTP 412);
+    `details`: the prefetch keys it could not get, each with the reason, when it knows them."""
+
+    def __init__(self, message: str, details: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.details = dict(details or {})
+
+
+#: What a 412 could not get, as the audit record names it: the whole record, or its keys.
+RECORD_KEY = "record"
 
 
 class OperationError(Exception):
-    """An error answered as an OperationOutcome with an HTTP status."""
+    """An error answered as an OperationOutcome with an HTTP status; a 412 says what could not
+    be got (`unavailable`: key -> reason) for the audit trail."""
 
-    def __init__(self, status: int, code: str, diagnostics: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        unavailable: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(diagnostics)
         self.status = status
         self.code = code
         self.diagnostics = diagnostics
+        self.unavailable = dict(unavailable or {RECORD_KEY: diagnostics}) if status == 412 else {}
 
 
 def fhir_response(resource: Mapping[str, Any], status: int = 200) -> Response:
@@ -271,7 +290,7 @@ async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
         # Its message is built by the service (setting names, prefetch keys, fixed reasons).
         log.warning("record source failed: %s", exc)
         raise OperationError(
-            412, "not-found", f"the patient's record is unavailable: {exc}"
+            412, "not-found", f"the patient's record is unavailable: {exc}", exc.details
         ) from None
     except (LookupError, OSError, TimeoutError) as exc:
         log.warning("record source failed: %s", type(exc).__name__)
@@ -294,6 +313,7 @@ def build_router(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_resources: int = DEFAULT_MAX_RESOURCES,
     record: PlanRecorder | None = None,
+    record_unavailable: UnavailableRecorder | None = None,
     extra_resources: ExtraResources | None = None,
 ) -> APIRouter:
     """A router serving the artifacts of `engine`'s protocol (default: the packaged one).
@@ -340,6 +360,8 @@ def build_router(
     serve_artifacts("ActivityDefinition", knowledge.activity_definitions, "activity_definition")
 
     async def run(request: Request, resource_id: str, read: Callable[[], Any]) -> Response:
+        #: What a 412 is audited with, once the request is read.
+        asked: tuple[ApplyRequest, JSON] | None = None
         try:
             if authenticate is not None and not await authenticate(request):
                 raise OperationError(401, "login", "authentication required")
@@ -349,6 +371,7 @@ def build_router(
                 raise OperationError(404, "not-found", f"PlanDefinition/{resource_id} is not known")
             try:
                 parsed: ApplyRequest = await read()
+                asked = (parsed, plan_definition)
                 if parsed.data is not None:
                     entries = parsed.data.get("entry")
                     if isinstance(entries, list) and len(entries) > max_resources:
@@ -385,6 +408,9 @@ def build_router(
             return fhir_response(answer)
         except OperationError as exc:
             call_record(request).reason = exc.diagnostics
+            if exc.status == 412 and record_unavailable is not None and asked is not None:
+                # Every answer is audited: one the record could not be got for too.
+                await record_unavailable(request, *asked, exc.unavailable)
             return error_response(exc)
         except Exception as exc:
             log.error("PlanDefinition/$apply failed: %s", where_raised(exc))

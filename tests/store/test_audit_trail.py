@@ -222,6 +222,64 @@ async def test_apply_plans_are_audited(app: Any) -> None:
     assert {"name": "id", "valueString": care_plan["id"]} in plan_part
 
 
+async def _apply_412(app: Any, request_id: str, plan: str) -> tuple[dict[str, Any], Any]:
+    """A $apply without `data` answered 412, and its audit record."""
+    async with _client(app) as c:
+        r = await c.post(
+            f"/fhir/PlanDefinition/{plan}/$apply",
+            json=parameters("Patient/p-412", practitioner="Practitioner/dr-1"),
+            headers={"X-Request-ID": request_id},
+        )
+        assert r.status_code == 412
+        await app.state.cds.store.audit.flush()
+        found = await c.get(
+            "/fhir/GuidanceResponse", params={"request": request_id}, headers=AS_OPERATOR
+        )
+    (entry,) = found.json()["entry"]
+    resource = entry["resource"]
+    assert_valid_fhir(resource)
+    assert resource["status"] == "data-required"
+    assert resource["subject"] == {"reference": "Patient/p-412"}
+    assert resource["moduleUri"].endswith(f"/fhir/PlanDefinition/{plan}/$apply")
+    return r.json(), resource
+
+
+def _unavailable(resource: dict[str, Any]) -> dict[str, str]:
+    return {
+        p["part"][0]["valueString"]: p["part"][1]["valueString"]
+        for p in _params(resource)
+        if p["name"] == "unavailable"
+    }
+
+
+async def test_an_apply_answered_412_is_audited(app: Any) -> None:
+    """No `data` and no FHIR server to read the record from: the whole record is what it
+    lacked, under the profile of the PlanDefinition asked for."""
+    outcome, resource = await _apply_412(app, "apply-412", "b12-deficiency-fda-label")
+    named = {p["name"]: p for p in _params(resource) if "part" not in p}
+    assert named["httpStatus"]["valueInteger"] == 412
+    assert named["profile"]["valueString"] == "fda-label"
+    (issue,) = outcome["issue"]
+    assert _unavailable(resource) == {"record": issue["diagnostics"]}
+    assert "dataRequirement" not in resource and "reasonReference" not in resource
+
+
+async def test_an_apply_whose_fhir_server_fails_is_audited_with_the_keys(
+    store_settings: Any,
+) -> None:
+    """The FHIR server does not answer: the audit names each required key and its reason, and
+    the resource types it lacked."""
+    settings = store_settings(
+        auth=False, operator_token=OPERATOR, fhir_base_url="http://127.0.0.1:1/fhir"
+    )
+    app = create_app(settings, clock=lambda: START)
+    async with app.router.lifespan_context(app):  # its FHIR client is closed with it
+        _outcome, resource = await _apply_412(app, "apply-412-keys", "b12-deficiency-standard")
+    unavailable = _unavailable(resource)
+    assert {"patient", "conditions", "observations"} <= set(unavailable)
+    assert {"type": "Patient"} in resource["dataRequirement"]
+
+
 async def test_feedback_is_stored_once_joined_and_counted(app: Any) -> None:
     async with _client(app) as c:
         cards = await _answer(c, app, "fb-1", TWO_KINDS)
