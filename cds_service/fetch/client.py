@@ -238,24 +238,45 @@ class FhirFetcher:
         self.on_query = on_query
         self._client = client
         self._owns_client = client is None
+        self._fresh: aiohttp.ClientSession | None = None
 
     @property
     def client(self) -> aiohttp.ClientSession:
+        """The pooled client: keep-alive connections shared by every call."""
         if self._client is None:
-            self._client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                # No proxies or .netrc credentials picked up from the environment.
-                trust_env=False,
-                # A shared client must not carry one EHR session's cookies into the next call.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"Accept": FHIR_JSON},
-            )
+            self._client = self._session()
         return self._client
+
+    @property
+    def fresh_client(self) -> aiohttp.ClientSession:
+        """A client that opens a new connection for every request: the retry after a pooled
+        connection turned out closed must not take another pooled one, closed as well."""
+        if self._fresh is None:
+            self._fresh = self._session(aiohttp.TCPConnector(force_close=True))
+        return self._fresh
+
+    def _session(self, connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            # No proxies or .netrc credentials picked up from the environment.
+            trust_env=False,
+            # A shared client must not carry one EHR session's cookies into the next call.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"Accept": FHIR_JSON},
+        )
+        # aiohttp would retry on the next pooled connection, which a server that closed its
+        # idle connections has closed too; `_get` retries once on a new connection instead.
+        session._retry_connection = False
+        return session
 
     async def aclose(self) -> None:
         if self._client is not None and self._owns_client:
             client, self._client = self._client, None
             await client.close()
+        if self._fresh is not None:
+            fresh, self._fresh = self._fresh, None
+            await fresh.close()
 
     async def __aenter__(self) -> FhirFetcher:
         return self
@@ -480,11 +501,32 @@ class FhirFetcher:
         }
 
     async def _get(self, url: str, headers: dict[str, str], status: list[int]) -> Any:
-        """One GET; returns the parsed JSON body or raises ``_Unavailable``."""
+        """One GET; returns the parsed JSON body or raises ``_Unavailable``.
+
+        A pooled keep-alive connection may have been closed by the server (its idle timeout
+        crossing this request, or a middlebox forgetting the connection): the request then
+        fails before any answer although the server is up. A GET is idempotent, so it is sent
+        once more, on a new connection; if that fails too, the query fails as before. Failing
+        to connect at all (ClientConnectorError) is not retried: a new connection just failed.
+        """
+        answered = len(status)
+        try:
+            return await self._get_on(self.client, url, headers, status)
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if len(status) > answered:  # The server answered; the body broke off: not a retry.
+                raise
+        logger.info("FHIR connection closed before an answer: retried on a new connection")
+        return await self._get_on(self.fresh_client, url, headers, status)
+
+    async def _get_on(
+        self, client: aiohttp.ClientSession, url: str, headers: dict[str, str], status: list[int]
+    ) -> Any:
         # Sent as given: the query was percent-encoded when the template was rendered, and
         # characters left raw (``|`` in token searches, non-ASCII) are encoded here.
         target = URL(quote(url, safe=_URL_SAFE), encoded=True)
-        async with self.client.get(target, headers=headers, allow_redirects=False) as response:
+        async with client.get(target, headers=headers, allow_redirects=False) as response:
             status.append(response.status)
             if response.status != 200:
                 raise _Unavailable(f"FHIR server answered {response.status}")
