@@ -28,7 +28,6 @@ with startup.exit_on_operator_error():
     from cds_service import api_docs, health, heap, logs, metrics, openapi
     from cds_service.api_errors import install_error_handlers
     from cds_service.fetch import FhirFetcher
-    from cds_service.hooks import large_bodies
     from cds_service.hooks import router as hooks
     from cds_service.hooks.prefetch import Fetcher
     from cds_service.middleware.access_log import AccessLogMiddleware
@@ -37,6 +36,7 @@ with startup.exit_on_operator_error():
     from cds_service.middleware.request_id import RequestIdMiddleware
     from cds_service.middleware.security_headers import SecurityHeadersMiddleware
     from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
+    from cds_service.offload.pool import process_pool
     from cds_service.operator_api import (
         GUIDANCE_RESPONSE_CAPABILITY,
         OperatorCredential,
@@ -84,7 +84,7 @@ def create_app(
             await built.aclose()
         # Graceful shutdown: every queued audit record is written before the process ends.
         await state.store.close()
-        large_bodies.process_reader(settings.read_processes).close()
+        process_pool(settings.read_processes).close()
 
     store = Store(settings)
     store.audit.queue.on_depth = counters.observe_audit_queue
@@ -134,6 +134,7 @@ def create_app(
             record=state.audit_plan,
             record_unavailable=state.audit_plan_unavailable,
             extra_resources=[GUIDANCE_RESPONSE_CAPABILITY],
+            reader=process_pool(settings.read_processes),
         )
     )
     # The audit trail and the analytics: operator credential only.

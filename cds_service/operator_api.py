@@ -22,8 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.fhir.bundle import searchset
 from cds_service.openapi import fhir_body, ref
+from cds_service.plan_operation.body import OperationError
 from cds_service.plan_operation.router import (
-    OperationError,
     error_response,
     fhir_response,
     read_response,

@@ -30,20 +30,26 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from functools import lru_cache
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urljoin
 
 import aiohttp
-import orjson
-from fhir.resources.R4B import get_fhir_model_class
-from fhir.resources.R4B.resource import Resource
 from yarl import URL
 
 from .allowlist import Allowlist, is_under
 from .budget import BudgetExceededError, MemoryBudget, current_usage, fetch_scope
-from .errors import INVALID_FETCHED, DataUnavailable
+from .errors import DataUnavailable
+from .pages import (
+    RESOURCE_TYPE,
+    PageReader,
+    QueryFailed,
+    check_page,
+    check_resource,
+    is_match,
+    next_link,
+    parse,
+)
 
 logger = logging.getLogger("cds_service.fetch")
 
@@ -63,16 +69,11 @@ REASON_NO_SERVER = "no fhirServer in the request"
 REASON_NOT_ALLOWED = "server not on the allowlist"
 REASON_BAD_TOKEN = "access token is not a valid bearer token"
 REASON_BAD_QUERY = "query is not a relative FHIR read or search"
-REASON_NOT_JSON = "answer is not JSON"
-# The same phrase the hook layer uses for fetched data the clinical core finds invalid.
-REASON_INVALID = INVALID_FETCHED
 REASON_CONNECT = "could not connect to the FHIR server"
 REASON_NEXT_OFF_SERVER = "next page link leaves the FHIR server"
 
-_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ABSTRACT_TYPES = frozenset({"Resource", "DomainResource"})
 # RFC 6750 b64token is stricter; any visible ASCII keeps odd but harmless tokens working while
 # refusing the control characters that would let a token inject headers.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -80,14 +81,6 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 
 #: Told how one query ended: (prefetch key, reason or None when it succeeded, seconds).
 QueryObserver = Callable[[str, str | None, float], None]
-
-
-class _Unavailable(Exception):
-    """Internal: one query failed, with a reason fit for ``DataUnavailable.details``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -114,7 +107,7 @@ def parse_query(query: str) -> ParsedQuery | None:
     if "%" in path or ":" in path or " " in path or lowered.startswith("/"):
         return None
     segments = path.split("/")
-    if not segments or not _TYPE.fullmatch(segments[0]):
+    if not segments or not RESOURCE_TYPE.fullmatch(segments[0]):
         return None
     if len(segments) == 1:
         return ParsedQuery("search", segments[0], None)
@@ -122,7 +115,7 @@ def parse_query(query: str) -> ParsedQuery | None:
         return None
     if len(segments) == 2:
         return ParsedQuery("read", segments[0], segments[1])
-    if len(segments) == 3 and _TYPE.fullmatch(segments[2]):
+    if len(segments) == 3 and RESOURCE_TYPE.fullmatch(segments[2]):
         return ParsedQuery("search", segments[2], None)
     if len(segments) == 4 and segments[2] == "_history" and _is_id(segments[3]):
         return ParsedQuery("read", segments[0], segments[1])
@@ -135,67 +128,6 @@ def unavailable_outcome(reason: str) -> dict[str, Any]:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "exception", "diagnostics": reason}],
     }
-
-
-@lru_cache(maxsize=1024)  # Bounded: the names come from servers.
-def is_resource_type(name: str) -> bool:
-    """Whether ``name`` is a concrete FHIR R4B resource type (not a data type such as Coding,
-    nor the abstract Resource and DomainResource); the model classes are the registry."""
-    if not _TYPE.fullmatch(name) or name in _ABSTRACT_TYPES:
-        return False
-    try:
-        model = get_fhir_model_class(name)
-    except (KeyError, ValueError, ImportError, AttributeError):
-        return False
-    return issubclass(model, Resource)
-
-
-def _check_resource(resource: Any) -> dict[str, Any]:
-    """A JSON object naming a known resource type, whose ``id`` (if any) is a string."""
-    if not isinstance(resource, dict):
-        raise _Unavailable(REASON_INVALID)
-    kind = resource.get("resourceType")
-    if not isinstance(kind, str) or not is_resource_type(kind) or kind == "Bundle":
-        raise _Unavailable(REASON_INVALID)
-    if not isinstance(resource.get("id", ""), str):
-        raise _Unavailable(REASON_INVALID)
-    return resource
-
-
-def _check_page(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    """The entries of one searchset page, after checking the parts of the Bundle this client
-    reads: ``type``, ``total``, ``link`` and every entry's ``resource`` and ``search.mode``."""
-    entries = bundle.get("entry", [])
-    total = bundle.get("total", 0)
-    links = bundle.get("link", [])
-    if (
-        bundle.get("type") != "searchset"
-        or not isinstance(entries, list)
-        or not isinstance(links, list)
-        or isinstance(total, bool)
-        or not isinstance(total, int)
-        or total < 0
-    ):
-        raise _Unavailable(REASON_INVALID)
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise _Unavailable(REASON_INVALID)
-        _check_resource(entry.get("resource"))
-        search = entry.get("search", {})
-        if not isinstance(search, dict) or not isinstance(search.get("mode", ""), str):
-            raise _Unavailable(REASON_INVALID)
-    return entries
-
-
-def _next_link(bundle: dict[str, Any]) -> str | None:
-    links = bundle.get("link") or []
-    for link in links if isinstance(links, list) else []:
-        if isinstance(link, dict) and link.get("relation") == "next":
-            url = link.get("url")
-            if not isinstance(url, str) or not url:
-                raise _Unavailable(REASON_INVALID)
-            return url
-    return None
 
 
 class FhirFetcher:
@@ -298,6 +230,7 @@ class FhirFetcher:
         allow: Sequence[str] = (),
         optional: Set[str] = frozenset(),
         next_pages: Mapping[str, str] | None = None,
+        pages: PageReader | None = None,
     ) -> dict[str, Any]:
         """Returns prefetch key -> FHIR JSON: the resource for a read, one searchset Bundle
         holding every page's entries for a search. Raises ``DataUnavailable`` naming every
@@ -305,7 +238,8 @@ class FhirFetcher:
         (see ``unavailable_outcome``). ``allow`` adds allowlist prefixes for this call only.
         ``next_pages`` maps keys of paginated prefetch Bundles to their ``next`` URL: their
         answer is one searchset Bundle of the entries of the pages from there on (the first
-        page, the client's, counts against ``max_pages``)."""
+        page, the client's, counts against ``max_pages``). ``pages`` reads search pages over its
+        threshold off the event loop (cut down to what the caller reads)."""
         next_pages = dict(next_pages or {})
         keys = [*queries, *(k for k in next_pages if k not in queries)]
         if not keys:
@@ -332,7 +266,7 @@ class FhirFetcher:
             deadline_at = start + self.deadline
             with fetch_scope():
                 outcomes = await self._gather(
-                    keys, base, queries, next_pages, headers, start, deadline_at
+                    keys, base, queries, next_pages, headers, start, deadline_at, pages
                 )
             for key, (ok, value) in zip(keys, outcomes, strict=True):
                 if ok:
@@ -363,6 +297,7 @@ class FhirFetcher:
         headers: dict[str, str],
         start: float,
         deadline_at: float,
+        pages: PageReader | None,
     ) -> list[tuple[bool, Any]]:
         return list(
             await asyncio.gather(
@@ -375,6 +310,7 @@ class FhirFetcher:
                         headers,
                         start,
                         deadline_at,
+                        pages,
                     )
                     for key in keys
                 )
@@ -390,6 +326,7 @@ class FhirFetcher:
         headers: dict[str, str],
         start: float,
         deadline_at: float,
+        pages: PageReader | None,
     ) -> tuple[bool, Any]:
         """Runs one query (or the rest of a paginated one, from ``next_url``) to completion;
         returns (True, data) or (False, reason)."""
@@ -403,13 +340,15 @@ class FhirFetcher:
                 if next_url is not None:
                     url = urljoin(base + "/", next_url)
                     if not is_under(url, base):
-                        raise _Unavailable(REASON_NEXT_OFF_SERVER)
-                    data = await self._search(base, url, headers, status, pages_before=1)
+                        raise QueryFailed(REASON_NEXT_OFF_SERVER)
+                    data = await self._search(
+                        base, url, headers, status, key, pages, pages_before=1
+                    )
                 elif parsed is None or query is None:
-                    raise _Unavailable(REASON_BAD_QUERY)
+                    raise QueryFailed(REASON_BAD_QUERY)
                 else:
-                    data = await self._run(base, query, parsed, headers, status)
-        except _Unavailable as exc:
+                    data = await self._run(base, query, parsed, headers, status, key, pages)
+        except QueryFailed as exc:
             reason = exc.reason
         except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too.
             if per_query:
@@ -451,18 +390,20 @@ class FhirFetcher:
         parsed: ParsedQuery,
         headers: dict[str, str],
         status: list[int],
+        key: str,
+        pages: PageReader | None,
     ) -> Any:
         url = f"{base}/{query}"
         if not is_under(url, base):  # parse_query should make this impossible; belt and braces.
-            raise _Unavailable(REASON_BAD_QUERY)
+            raise QueryFailed(REASON_BAD_QUERY)
         if parsed.kind == "read":
-            resource = _check_resource(await self._get(url, headers, status))
+            resource = check_resource(parse(await self._get(url, headers, status)))
             if resource["resourceType"] != parsed.resource_type:
-                raise _Unavailable(f"answer is not a {parsed.resource_type}")
+                raise QueryFailed(f"answer is not a {parsed.resource_type}")
             if resource.get("id", parsed.resource_id) != parsed.resource_id:
-                raise _Unavailable(f"answer is a different {parsed.resource_type}")
+                raise QueryFailed(f"answer is a different {parsed.resource_type}")
             return resource
-        return await self._search(base, url, headers, status)
+        return await self._search(base, url, headers, status, key, pages)
 
     async def _search(
         self,
@@ -470,38 +411,52 @@ class FhirFetcher:
         url: str,
         headers: dict[str, str],
         status: list[int],
+        key: str,
+        pages: PageReader | None,
         *,
         pages_before: int = 0,
     ) -> dict[str, Any]:
-        """Every page of a search from ``url`` on, as one searchset Bundle."""
+        """Every page of a search from ``url`` on, as one searchset Bundle.
+
+        A page over the reader's threshold is parsed and checked by ``pages`` (in another
+        process) and comes back cut down; the caps and the total count the whole page."""
         entries: list[dict[str, Any]] = []
+        seen = matched = 0
         while True:
-            bundle = await self._get(url, headers, status)
-            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-                raise _Unavailable("search answer is not a Bundle")
-            entries.extend(_check_page(bundle))
-            if len(entries) > self.max_entries:
-                raise _Unavailable(
+            raw = await self._get(url, headers, status)
+            if pages is not None and len(raw) > pages.threshold:
+                read = await pages(key, raw)
+                if read.bundle is None:
+                    raise QueryFailed(read.reason)
+                bundle = read.bundle
+                entries.extend(check_page(bundle))
+                seen, matched = seen + read.entries, matched + read.matches
+            else:
+                bundle = parse(raw)
+                page = check_page(bundle)
+                entries.extend(page)
+                seen, matched = seen + len(page), matched + sum(map(is_match, page))
+            if seen > self.max_entries:
+                raise QueryFailed(
                     f"more than {self.max_entries} resources (CDS_MAX_ENTRIES_PER_KEY)"
                 )
-            next_url = _next_link(bundle)
+            next_url = next_link(bundle)
             if next_url is None:
                 break
             if pages_before + len(status) >= self.max_pages:
-                raise _Unavailable(f"more than {self.max_pages} pages of results")
+                raise QueryFailed(f"more than {self.max_pages} pages of results")
             url = urljoin(base + "/", next_url)
             if not is_under(url, base):
-                raise _Unavailable(REASON_NEXT_OFF_SERVER)
-        matches = [e for e in entries if e.get("search", {}).get("mode", "match") == "match"]
+                raise QueryFailed(REASON_NEXT_OFF_SERVER)
         return {
             "resourceType": "Bundle",
             "type": "searchset",
-            "total": len(matches),
+            "total": matched,
             "entry": entries,
         }
 
-    async def _get(self, url: str, headers: dict[str, str], status: list[int]) -> Any:
-        """One GET; returns the parsed JSON body or raises ``_Unavailable``.
+    async def _get(self, url: str, headers: dict[str, str], status: list[int]) -> bytes:
+        """One GET; returns the body or raises ``QueryFailed``.
 
         A pooled keep-alive connection may have been closed by the server (its idle timeout
         crossing this request, or a middlebox forgetting the connection): the request then
@@ -522,32 +477,29 @@ class FhirFetcher:
 
     async def _get_on(
         self, client: aiohttp.ClientSession, url: str, headers: dict[str, str], status: list[int]
-    ) -> Any:
+    ) -> bytes:
         # Sent as given: the query was percent-encoded when the template was rendered, and
         # characters left raw (``|`` in token searches, non-ASCII) are encoded here.
         target = URL(quote(url, safe=_URL_SAFE), encoded=True)
         async with client.get(target, headers=headers, allow_redirects=False) as response:
             status.append(response.status)
             if response.status != 200:
-                raise _Unavailable(f"FHIR server answered {response.status}")
+                raise QueryFailed(f"FHIR server answered {response.status}")
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if content_type.lower() not in ACCEPTED_CONTENT_TYPES:
-                raise _Unavailable("answer is not FHIR JSON (content type)")
+                raise QueryFailed("answer is not FHIR JSON (content type)")
             declared = response.content_length
             if declared is not None and declared > self.max_bytes:
-                raise _Unavailable(f"answer larger than {self.max_bytes} bytes")
+                raise QueryFailed(f"answer larger than {self.max_bytes} bytes")
             body = bytearray()
             usage = current_usage()
             async for chunk in response.content.iter_chunked(_CHUNK):
                 body += chunk
                 if len(body) > self.max_bytes:
-                    raise _Unavailable(f"answer larger than {self.max_bytes} bytes")
+                    raise QueryFailed(f"answer larger than {self.max_bytes} bytes")
                 if self.budget is not None and usage is not None:
                     try:
                         self.budget.reserve(usage, len(chunk))
                     except BudgetExceededError as exc:
-                        raise _Unavailable(exc.reason) from None
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise _Unavailable(REASON_NOT_JSON) from None
+                        raise QueryFailed(exc.reason) from None
+        return bytes(body)

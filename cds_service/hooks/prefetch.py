@@ -9,10 +9,10 @@ that stays missing makes the request fail with 412 (CDS Hooks 2.0).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cds_service.clinical.extract import resource_reference
 from cds_service.clinical.raw import OBJECT
@@ -30,6 +30,9 @@ from cds_service.hooks.prefetch_templates import (
 INVALID_FETCHED = "invalid FHIR in the answer"
 #: Why a paginated prefetch key is not yet complete.
 PAGINATED = "the prefetch Bundle has more pages (link next)"
+
+if TYPE_CHECKING:
+    from cds_service.fetch.pages import PageReader
 
 Resource = dict[str, Any]
 
@@ -49,7 +52,8 @@ class Fetcher(Protocol):
     Returns key -> the JSON the server answered (a Bundle or a resource) for every key it could
     fetch; raises DataUnavailable naming the keys it could not. `next_pages` maps keys of
     paginated prefetch Bundles to their `next` URL: the answer for such a key is a Bundle of
-    the remaining pages' entries (it is passed only when there are any).
+    the remaining pages' entries (it is passed only when there are any). `pages` reads large
+    search pages off the event loop (cds_service.hooks.fetched_pages; passed only when set).
     """
 
     async def fetch(
@@ -61,6 +65,7 @@ class Fetcher(Protocol):
         allow: Sequence[str] = (),
         optional: AbstractSet[str] = frozenset(),
         next_pages: Mapping[str, str] | None = None,
+        pages: PageReader | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -267,11 +272,16 @@ def read_prefetch(request: HookRequest) -> _Prefetched:
     return _Prefetched(patient_id, scope, found, missing, continuations, draft_orders)
 
 
+#: The reader of large fetched pages for a call: (patient id, reference scope) -> reader.
+PageReaderFor = Callable[[str, "RecordScope"], "PageReader"]
+
+
 async def resolve(
     request: HookRequest,
     fetcher: Fetcher | None,
     *,
     allow: Sequence[str] = (),
+    pages: PageReaderFor | None = None,
 ) -> ResolvedRecord:
     """Collect the resources of every prefetch key, fetching the missing ones if possible.
 
@@ -280,7 +290,8 @@ async def resolve(
     record can hide the result that changes the answer. Raises PrefetchError (400) for values
     that are not FHIR of the right type or of another patient, and MissingPrefetch (412) when
     a required key is missing and cannot be fetched. A large request reaches this already cut
-    down to the entries the rules read (cds_service.hooks.large_bodies).
+    down to the entries the rules read (cds_service.hooks.large_bodies); `pages` does the same
+    for large fetched pages.
     """
     read = read_prefetch(request)
     patient_id, scope = read.patient_id, read.scope
@@ -300,6 +311,10 @@ async def resolve(
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         asked = set(queries) | set(continuations)
         answers: dict[str, Any] = {}
+        # Passed only when set: a Fetcher may predate them.
+        extra: dict[str, Any] = {"next_pages": continuations} if continuations else {}
+        if pages is not None:
+            extra["pages"] = pages(patient_id, scope)
         try:
             # Optional keys that fail come back as OperationOutcomes instead of failing the call.
             answers = await fetcher.fetch(
@@ -308,7 +323,7 @@ async def resolve(
                 queries,
                 allow=allow,
                 optional=frozenset(asked) - set(REQUIRED_KEYS),
-                **({"next_pages": continuations} if continuations else {}),
+                **extra,
             )
         except DataUnavailable as exc:
             for key, reason in exc.details.items():

@@ -26,7 +26,8 @@ from cds_service.fetch.budget import call_scope
 from cds_service.fhir.guidance_response import Answer
 from cds_service.hooks.cards import HookContext
 from cds_service.hooks.feedback import log_feedback
-from cds_service.hooks.large_bodies import OFFLOAD_BYTES, process_reader
+from cds_service.hooks.fetched_pages import FetchedPages
+from cds_service.hooks.large_bodies import slim_request
 from cds_service.hooks.limits import TooLargeError, check_caps
 from cds_service.hooks.models import (
     FeedbackRequest,
@@ -45,6 +46,7 @@ from cds_service.hooks.prefetch import (
 from cds_service.hooks.raised_once import raised_once
 from cds_service.hooks.services import SERVICES, Service
 from cds_service.middleware.call_record import call_record
+from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 from cds_service.openapi import error_responses, json_body, request_body
 from cds_service.request_body import parse_json, read_body, read_json
 from cds_service.safe_log import where_raised
@@ -63,7 +65,7 @@ def service_of(service_id: str) -> Service:
 def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
     """The CDS Hooks routes answering with `state`'s engine and cards."""
     settings = state.settings
-    large_bodies = process_reader(settings.read_processes)
+    reader = process_pool(settings.read_processes)
     api = APIRouter(tags=["CDS Hooks"])
 
     @api.get(
@@ -101,7 +103,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
         if len(raw) > OFFLOAD_BYTES:
             # Parsed and checked in another process, which sends back only the entries the
             # rules can read: what follows is the work of a usual request.
-            raw = await large_bodies.slim(raw, service.hook, state.caps, today)
+            raw = await slim_request(reader, raw, service.hook, state.caps, today)
         try:
             hook_request = parse_hook_request(parse_json(raw), service.hook)
             check_caps(hook_request.prefetch, hook_request.context, state.caps)
@@ -143,6 +145,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
                 hook_request,
                 request.app.state.fetcher,
                 allow=client.fhir_servers if client is not None else (),
+                pages=lambda patient_id, scope: FetchedPages(reader, patient_id, scope, today),
             )
         except PrefetchError as exc:
             raise ApiError(400, str(exc)) from None

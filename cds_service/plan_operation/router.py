@@ -21,17 +21,15 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
-from starlette.requests import ClientDisconnect
 
 from cds_service import __version__ as service_version
 from cds_service.clinical.extract import InvalidResourceError
 from cds_service.clinical.regimen import Plan
 from cds_service.engine import Engine, bundle_resources
 from cds_service.fhir.bundle import searchset
-from cds_service.json_limits import MAX_DEPTH, too_deep
 from cds_service.middleware.call_record import call_record
+from cds_service.offload.pool import ReaderPool, process_pool
 from cds_service.openapi import fhir_body, request_body
 from cds_service.plan_operation.apply import (
     ApplyRequest,
@@ -39,7 +37,6 @@ from cds_service.plan_operation.apply import (
     ParameterError,
     apply,
     data_resources,
-    parse_parameters,
     parse_query,
 )
 from cds_service.plan_operation.artifacts import (
@@ -47,6 +44,7 @@ from cds_service.plan_operation.artifacts import (
     plan_definitions,
     profile_of,
 )
+from cds_service.plan_operation.body import OperationError, read_parameters
 from cds_service.safe_log import where_raised
 
 FHIR_JSON = "application/fhir+json"
@@ -95,28 +93,6 @@ class RecordUnavailableError(RuntimeError):
         self.details = dict(details or {})
 
 
-#: What a 412 could not get, as the audit record names it: the whole record, or its keys.
-RECORD_KEY = "record"
-
-
-class OperationError(Exception):
-    """An error answered as an OperationOutcome with an HTTP status; a 412 says what could not
-    be got (`unavailable`: key -> reason) for the audit trail."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        diagnostics: str,
-        unavailable: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(diagnostics)
-        self.status = status
-        self.code = code
-        self.diagnostics = diagnostics
-        self.unavailable = dict(unavailable or {RECORD_KEY: diagnostics}) if status == 412 else {}
-
-
 def fhir_response(resource: Mapping[str, Any], status: int = 200) -> Response:
     body = json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return Response(content=body, status_code=status, media_type=FHIR_JSON)
@@ -143,32 +119,6 @@ def read_response(kind: str, resource_id: str, resource: Mapping[str, Any] | Non
             OperationError(404, "not-found", f"{kind}/{resource_id} is not known")
         )
     return fhir_response(resource)
-
-
-async def read_body(request: Request, max_bytes: int) -> Any:
-    """The body as JSON: 413 past `max_bytes` (declared or streamed), 400 if it is not JSON or
-    nests deeper than the FHIR models can validate (`cds_service.json_limits`)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
-    raw = bytearray()
-    try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > max_bytes:
-                raise OperationError(413, "too-costly", f"the body exceeds {max_bytes} bytes")
-    except ClientDisconnect:
-        log.info("client disconnected before sending the whole $apply body")
-        raise OperationError(400, "incomplete", "the client disconnected mid-body") from None
-    if not raw.strip():
-        return None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ParameterError("the body is not JSON") from None
-    if too_deep(bytes(raw)):
-        raise ParameterError(f"the body nests JSON deeper than {MAX_DEPTH} levels")
-    return body
 
 
 class Knowledge:
@@ -315,12 +265,15 @@ def build_router(
     record: PlanRecorder | None = None,
     record_unavailable: UnavailableRecorder | None = None,
     extra_resources: ExtraResources | None = None,
+    reader: ReaderPool | None = None,
 ) -> APIRouter:
     """A router serving the artifacts of `engine`'s protocol (default: the packaged one).
 
     Without `authenticate` anyone may run $apply: for tests and for apps that authenticate
-    in front of the router."""
+    in front of the router. `reader` reads bodies over 256 KiB (default: the process's one
+    reading process)."""
     knowledge = Knowledge(engine)
+    pool = reader or process_pool(1)
     api = APIRouter(prefix="/fhir", tags=["FHIR Clinical Reasoning"])
 
     @api.get(
@@ -373,14 +326,6 @@ def build_router(
                 parsed: ApplyRequest = await read()
                 asked = (parsed, plan_definition)
                 if parsed.data is not None:
-                    entries = parsed.data.get("entry")
-                    if isinstance(entries, list) and len(entries) > max_resources:
-                        raise OperationError(
-                            413,
-                            "too-costly",
-                            f"the data Bundle holds more than {max_resources} resources "
-                            "(CDS_MAX_RESOURCES)",
-                        )
                     resources = data_resources(parsed.data, parsed.patient_id)
                 else:
                     resources = await _record(request, parsed.patient_id)
@@ -425,7 +370,9 @@ def build_router(
     )
     async def apply_post(request: Request, resource_id: str) -> Response:
         async def read() -> ApplyRequest:
-            return parse_parameters(await read_body(request, max_body_bytes))
+            return await read_parameters(
+                request, max_body_bytes, max_resources, _today(request), pool
+            )
 
         return await run(request, resource_id, read)
 

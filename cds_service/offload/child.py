@@ -1,4 +1,4 @@
-"""How the process that reads large hook requests starts (cds_service.hooks.large_bodies).
+"""How the process that reads large input starts (cds_service.offload.pool).
 
 Kept to the standard library: the pool runs `start` before the service's modules are imported,
 so the child lowers its priority before it spends its first second of CPU importing them, and
@@ -25,9 +25,16 @@ def start(parent: int) -> None:
     # The worker's pid comes from the worker: it may have ended before this child got here,
     # and SIGKILL gives it no chance to say so.
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
-    from cds_service.hooks import large_bodies
+    # The readers' modules (what the pool sends is pickled by reference to them) and the tables.
+    from cds_service.hooks import fetched_pages, large_bodies  # noqa: F401
+    from cds_service.offload import relevant
+    from cds_service.plan_operation import body  # noqa: F401
 
-    large_bodies.warm()
+    relevant.warm()
+
+
+def started() -> None:
+    """Sent first to a new child: its answer says the child is up (`start` has run)."""
 
 
 def _end_with_parent(parent: int) -> None:
