@@ -9,7 +9,11 @@ read in a thread of the worker instead.
 
 Cases, each at the documented caps: a 5 MB body of full-size observations (CDS_MAX_BODY_BYTES);
 20,000 small resources, 10,000 in one key (CDS_MAX_RESOURCES, CDS_MAX_ENTRIES_PER_KEY); 200
-draft B12 orders (CDS_MAX_DRAFT_ORDERS).
+draft B12 orders (CDS_MAX_DRAFT_ORDERS); a 5 MB `$apply` body, its `data` Bundle of full-size
+observations; a patient-view call whose observations the fallback fetch gets from the loopback
+FHIR test server (tests/fhirserver, in a process of its own) as one search page of 10,000
+full-size results (CDS_MAX_ENTRIES_PER_KEY; under the 16 MB of CDS_FHIR_MAX_BYTES and
+CDS_FHIR_MAX_BYTES_PER_CALL).
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import argparse
 import asyncio
 import copy
 import json
+import multiprocessing
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from bench.fetch_memory import _serve_fhir, fetching_call
 from bench.server import Server, proc_cpu_s
+from cds_service.fetch.client import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES
 from cds_service.settings import DEFAULT_MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,11 +113,58 @@ def many_drafts_body() -> bytes:
     return orjson.dumps(body)
 
 
-CASES = {
-    "5 MB of full-size observations (patient-view)": ("b12-patient-view", full_size_body),
-    "20,000 small resources (patient-view)": ("b12-patient-view", many_resources_body),
-    "200 draft orders (order-sign)": ("b12-order-sign", many_drafts_body),
+def apply_body() -> bytes:
+    """A Parameters whose `data` Bundle is the record of `full_size_body`, more full-size
+    haemoglobin results added up to the body cap."""
+    request = orjson.loads(full_size_body())
+    resources = [request["prefetch"]["patient"]]
+    for value in request["prefetch"].values():
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            resources += [e["resource"] for e in value.get("entry", [])]
+
+    def body() -> bytes:
+        return orjson.dumps(
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "subject", "valueString": f"Patient/{resources[0]['id']}"},
+                    {
+                        "name": "data",
+                        "resource": {
+                            "resourceType": "Bundle",
+                            "type": "collection",
+                            "entry": [{"resource": r} for r in resources],
+                        },
+                    },
+                ],
+            }
+        )
+
+    hb = resources[1]
+    one = len(orjson.dumps({"resource": hb})) + 1
+    for i in range((DEFAULT_MAX_BODY_BYTES - len(body())) // one):
+        resources.append({**hb, "id": f"hb-more-{i}"})
+    return body()
+
+
+PV = "/cds-services/b12-patient-view"
+APPLY = "/fhir/PlanDefinition/b12-deficiency-standard/$apply"
+#: name -> (path, content type, body); the fetch case's body is made once the FHIR server runs.
+CASES: dict[str, tuple[str, str, Callable[[], bytes]]] = {
+    "5 MB of full-size observations (patient-view)": (PV, "application/json", full_size_body),
+    "20,000 small resources (patient-view)": (PV, "application/json", many_resources_body),
+    "200 draft orders (order-sign)": (
+        "/cds-services/b12-order-sign",
+        "application/json",
+        many_drafts_body,
+    ),
+    "5 MB $apply body, data Bundle of full-size observations": (
+        APPLY,
+        "application/fhir+json",
+        apply_body,
+    ),
 }
+FETCH_CASE = f"fallback fetch: {DEFAULT_MAX_ENTRIES:,} full-size observations in one page"
 
 
 async def _poll_health(base: str, stop: asyncio.Event, latencies: list[float]) -> None:
@@ -122,7 +177,9 @@ async def _poll_health(base: str, stop: asyncio.Event, latencies: list[float]) -
             await asyncio.sleep(0.01)
 
 
-async def measure(base: str, service: str, body: bytes, rounds: int, pid: int) -> dict[str, Any]:
+async def measure(
+    base: str, path: str, content_type: str, body: bytes, rounds: int, pid: int
+) -> dict[str, Any]:
     stop = asyncio.Event()
     health: list[float] = []
     durations: list[float] = []
@@ -132,11 +189,7 @@ async def measure(base: str, service: str, body: bytes, rounds: int, pid: int) -
         await asyncio.sleep(0.2)
         for _ in range(rounds):
             began = time.perf_counter()
-            response = await http.post(
-                f"/cds-services/{service}",
-                content=body,
-                headers={"content-type": "application/json"},
-            )
+            response = await http.post(path, content=body, headers={"content-type": content_type})
             durations.append((time.perf_counter() - began) * 1000)
             statuses.add(response.status_code)
         stop.set()
@@ -145,11 +198,7 @@ async def measure(base: str, service: str, body: bytes, rounds: int, pid: int) -
         # the event loop's process computes per call, which the machine's load does not change.
         cpu_before = proc_cpu_s(pid) or 0.0
         for _ in range(rounds):
-            await http.post(
-                f"/cds-services/{service}",
-                content=body,
-                headers={"content-type": "application/json"},
-            )
+            await http.post(path, content=body, headers={"content-type": content_type})
         cpu_ms = ((proc_cpu_s(pid) or 0.0) - cpu_before) * 1000 / rounds
     health.sort()
     return {
@@ -168,13 +217,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    bodies = {name: (service, build()) for name, (service, build) in CASES.items()}
+    bodies = {name: (path, kind, build()) for name, (path, kind, build) in CASES.items()}
+    spawn = multiprocessing.get_context("spawn")
+    fhir_base, stop = spawn.Queue(), spawn.Event()
+    request = json.loads((REQUESTS / "t6-unspecified-low-b12.patient-view.json").read_text())
+    fhir = spawn.Process(
+        target=_serve_fhir,
+        args=(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRIES, fhir_base, stop),
+        daemon=True,
+    )
+    fhir.start()
     server = Server("service", "cds_service.app:app", env={"CDS_AUTH": "off"})
-    # A busy machine may take more than the default 20 s to start the worker and its reader.
-    server.start(timeout_s=90)
     try:
-        for name, (service, body) in bodies.items():
-            result = asyncio.run(measure(server.base_url, service, body, args.rounds, server.pid))
+        base = fhir_base.get(timeout=120)
+        page = httpx.get(f"{base}/Observation", params={"patient": "b12gp-017"}, timeout=60)
+        assert len(page.content) < DEFAULT_MAX_BYTES, "the page is past CDS_FHIR_MAX_BYTES"
+        print(f"FHIR server: one observations page of {len(page.content) / 1e6:.1f} MB")
+        fetching = orjson.dumps(fetching_call(request, base))
+        bodies[FETCH_CASE] = (PV, "application/json", fetching)
+        # A busy machine may take more than the default 20 s to start the worker and its reader.
+        server.start(timeout_s=90)
+        for name, (path, kind, body) in bodies.items():
+            result = asyncio.run(
+                measure(server.base_url, path, kind, body, args.rounds, server.pid)
+            )
             print(
                 f"{name}: {result['bytes'] / 1e6:.2f} MB, status {result['status']}, request "
                 f"{result['request_ms_median']:.0f} ms (median); /health over "
@@ -184,6 +250,8 @@ def main() -> int:
             )
     finally:
         server.stop()
+        stop.set()
+        fhir.join(timeout=10)
     return 0
 
 
