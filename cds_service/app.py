@@ -108,7 +108,10 @@ def create_app(
     app.state.cds = state
     app.state.fetcher = shared_fetcher
     app.state.plan_record_source = FhirRecordSource(
-        shared_fetcher, settings.fhir_base_url, settings.fhir_access_token
+        shared_fetcher,
+        settings.fhir_base_url,
+        settings.fhir_access_token,
+        reader=process_pool(settings.read_processes),
     )
     app.state.clock = clock
     app.state.public_base_url = settings.public_base_url

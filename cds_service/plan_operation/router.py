@@ -3,8 +3,9 @@
 Mount with `app.include_router(build_router(engine, authenticate=..., max_body_bytes=...))`
 (prefix `/fhir`). `authenticate(request)` says whether the caller may run $apply, which reads
 patient data (the artifacts are public, as CDS Hooks discovery is). The app may set:
-- `app.state.plan_record_source`: `async (patient_id) -> list[resource dict] | Bundle dict`,
-  used by $apply when no `data` Bundle is given; it may raise RecordUnavailableError.
+- `app.state.plan_record_source`: `async (patient_id, start) -> list[resource dict] | Bundle
+  dict`, used by $apply when no `data` Bundle is given (`start`: the plan's start date, which
+  decides what of a long record the rules read); it may raise RecordUnavailableError.
   Without it, $apply without `data` answers 412.
 - `app.state.clock`: `() -> date | datetime`, the plan's start date (default: today).
 
@@ -50,7 +51,7 @@ from cds_service.safe_log import where_raised
 FHIR_JSON = "application/fhir+json"
 APPLY_OPERATION = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
 JSON = dict[str, Any]
-RecordSource = Callable[[str], Awaitable[Any]]
+RecordSource = Callable[[str, date], Awaitable[Any]]
 #: Called with every plan answered, before the answer leaves (the audit trail).
 PlanRecorder = Callable[[Request, ApplyRequest, JSON, Plan, JSON], Awaitable[None]]
 #: Called with every $apply answered 412 (the record could not be got): key -> reason.
@@ -228,14 +229,14 @@ def _today(request: Request) -> date:
     return now.date() if isinstance(now, datetime) else now
 
 
-async def _record(request: Request, patient_id: str) -> list[Mapping[str, Any]]:
+async def _record(request: Request, patient_id: str, start: date) -> list[Mapping[str, Any]]:
     source: RecordSource | None = getattr(request.app.state, "plan_record_source", None)
     if source is None:
         raise OperationError(
             412, "not-supported", "no record source configured: give the record as 'data'"
         )
     try:
-        record = await source(patient_id)
+        record = await source(patient_id, start)
     except RecordUnavailableError as exc:
         # Its message is built by the service (setting names, prefetch keys, fixed reasons).
         log.warning("record source failed: %s", exc)
@@ -328,7 +329,9 @@ def build_router(
                 if parsed.data is not None:
                     resources = data_resources(parsed.data, parsed.patient_id)
                 else:
-                    resources = await _record(request, parsed.patient_id)
+                    resources = await _record(
+                        request, parsed.patient_id, parsed.period_start or _today(request)
+                    )
                 plan, answer = apply(
                     knowledge.engine,
                     plan_definition,

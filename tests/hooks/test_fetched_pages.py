@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fhirserver import FhirTestServer
 
+from cds_service import record_source
 from cds_service.fetch import Allowlist
 from cds_service.hooks import router
 from cds_service.hooks.fetched_pages import FetchedPages
@@ -24,7 +25,7 @@ from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 
 from .fetching import PV, fetching_app, without_prefetch
 from .helpers import client, golden_request
-from .test_fallback_fetch import clinical
+from .test_fallback_fetch import apply_from, clinical
 
 pytestmark = pytest.mark.anyio
 SLUG = "t6-unspecified-low-b12"
@@ -149,3 +150,25 @@ async def test_a_page_near_the_caps_costs_the_event_loop_little_cpu(
         on_loop = await _loop_cpu(body)
     assert offloaded < 0.060, f"{offloaded * 1000:.0f} ms of CPU on the event loop"
     assert on_loop > 2 * offloaded, "the measure does not see the parsing"
+
+
+@pytest.mark.parametrize("stranger_at", [None, 1500])
+async def test_apply_reading_a_large_page_gets_the_answer_the_whole_page_gets(
+    one_page: FhirTestServer, monkeypatch: pytest.MonkeyPatch, stranger_at: int | None
+) -> None:
+    """`$apply` without `data` reads the record from CDS_FHIR_BASE_URL through the same fetch."""
+    one_page.add_bundle(long_history(3000, stranger_at=stranger_at))
+    assert observations_page(one_page) > OFFLOAD_BYTES
+    await process_pool(1).ready()
+    offloaded = await apply_from(one_page, PATIENT)
+    with monkeypatch.context() as patch:
+        whole = functools.partial(FetchedPages, threshold=10**12)
+        patch.setattr(record_source, "FetchedPages", whole)
+        on_loop = await apply_from(one_page, PATIENT)
+    assert (offloaded.status_code, offloaded.json()) == (on_loop.status_code, on_loop.json())
+    if stranger_at is None:
+        assert offloaded.status_code == 200
+        assert offloaded.json()["resourceType"] == "CarePlan"
+    else:
+        assert offloaded.status_code == 412
+        assert "observations" in offloaded.json()["issue"][0]["diagnostics"]

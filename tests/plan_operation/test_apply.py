@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import date
 from typing import Any
 
 import pytest
@@ -140,7 +141,7 @@ def test_contraindication_gives_issues_and_no_activity(client: TestClient) -> No
 
 
 def _record_app(record: Any = None, error: Exception | None = None) -> TestClient:
-    async def source(subject_id: str) -> Any:
+    async def source(subject_id: str, start: date) -> Any:
         if error:
             raise error
         return record
@@ -154,7 +155,7 @@ def test_get_form_reads_the_record_source() -> None:
     pid = patient_id(bundle)
     seen: list[str] = []
 
-    async def source(subject_id: str) -> list[dict[str, Any]]:
+    async def source(subject_id: str, start: date) -> list[dict[str, Any]]:
         seen.append(subject_id)
         return resources_of(bundle)
 
