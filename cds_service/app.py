@@ -121,12 +121,14 @@ def create_app(
     readiness = health.readiness_of(state)
     app.state.readiness = readiness  # parts with a dependency add their check to it
     readiness.add("database", store.readiness)
+    # The hook routes first: every call is matched against the routes in order, and the hooks
+    # are what EHRs call most (no other route shares their paths).
+    app.include_router(hooks.build_router(state, auth))
     app.include_router(health.build_router(state, readiness))
     if settings.metrics:
         app.include_router(metrics.build_router(counters))
     if settings.docs:
         app.include_router(api_docs.build_router())
-    app.include_router(hooks.build_router(state, auth))
     # $apply reads patient data, so it is authenticated as the hooks are.
     app.include_router(
         plan_operation.build_router(

@@ -611,7 +611,8 @@ class FactExtractor:
     def _procedure_parts(self, res: Resource) -> tuple[float, list[str]] | None:
         """A resected length this Observation gives and the Procedures it is part of."""
         spec = self.protocol.rules.resected_length
-        if spec is None:
+        # Nearly every Observation is part of no Procedure: its quantity is not read at all.
+        if spec is None or not res.get("partOf"):
             return None
         cm = length_quantity(res.get("valueQuantity"), spec)
         if cm is None:

@@ -45,6 +45,7 @@ from cds_service.hooks.prefetch import (
 )
 from cds_service.hooks.raised_once import raised_once
 from cds_service.hooks.services import SERVICES, Service
+from cds_service.lean_route import LeanRoute
 from cds_service.middleware.call_record import call_record
 from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 from cds_service.openapi import error_responses, json_body, request_body
@@ -78,20 +79,24 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
             await auth.authenticate(request)
         return {"services": [s.discovery() for s in SERVICES.values()]}
 
-    @api.post(
+    async def call_service(service_id: str, request: Request) -> JSONResponse:
+        # What the fallback fetch buffers for this call is held against its memory budget
+        # until the call is answered.
+        with call_scope():
+            return await _call_service(service_id, request)
+
+    api.add_api_route(
         "/cds-services/{service_id}",
+        call_service,
+        methods=["POST"],
         summary="Call a CDS service",
         openapi_extra=request_body("HookRequest"),
         responses={
             200: json_body("CdsServiceResponse", "the cards"),
             **error_responses(400, 401, 404, 412, 413),
         },
+        route_class_override=LeanRoute,
     )
-    async def call_service(service_id: str, request: Request) -> JSONResponse:
-        # What the fallback fetch buffers for this call is held against its memory budget
-        # until the call is answered.
-        with call_scope():
-            return await _call_service(service_id, request)
 
     async def _call_service(service_id: str, request: Request) -> JSONResponse:
         noted = call_record(request)
