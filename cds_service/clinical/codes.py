@@ -52,14 +52,21 @@ class CodeIndex:
             if vs.text:
                 alternatives = "|".join(re.escape(w.lower()) for w in vs.text)
                 self._words[name] = re.compile(rf"\b(?:{alternatives})\b")
+        # `known` asks whether any value set's words occur: one search instead of one per set.
+        any_words = [p.pattern for n, p in self._words.items() if n not in self._qualifiers]
+        self._any_word = re.compile("|".join(any_words)) if any_words else None
+        # Prefix entries by system: a coding is compared with its own system's prefixes only.
+        self._prefix_by_system: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for p_system, prefix, name in self._prefix:
+            self._prefix_by_system[p_system].append((prefix, name))
 
     def value_sets_of(self, codings: Iterable[tuple[str, str]]) -> set[str]:
         found: set[str] = set()
         for system, code in codings:
             norm = normalise(system, code)
             found |= self._exact.get((system, norm), set())
-            for p_system, prefix, name in self._prefix:
-                if system == p_system and norm.startswith(prefix):
+            for prefix, name in self._prefix_by_system.get(system, ()):
+                if norm.startswith(prefix):
                     found.add(name)
         return found
 
@@ -85,6 +92,4 @@ class CodeIndex:
         """Whether a resource could matter to any rule at all (used to skip the rest cheaply)."""
         if self.value_sets_of(codings) - self._qualifiers:
             return True
-        return bool(words) and any(
-            p.search(words) for name, p in self._words.items() if name not in self._qualifiers
-        )
+        return bool(words) and self._any_word is not None and bool(self._any_word.search(words))
