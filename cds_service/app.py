@@ -30,9 +30,10 @@ with startup.exit_on_operator_error():
     from cds_service.fetch import FhirFetcher
     from cds_service.hooks import router as hooks
     from cds_service.hooks.prefetch import Fetcher
-    from cds_service.middleware.access_log import AccessLogMiddleware
+    from cds_service.middleware.access_log import log_call
     from cds_service.middleware.last_resort import LastResortMiddleware
-    from cds_service.middleware.metrics import MetricsMiddleware
+    from cds_service.middleware.metrics import metrics_observer
+    from cds_service.middleware.observe import ObserveMiddleware
     from cds_service.middleware.request_id import RequestIdMiddleware
     from cds_service.middleware.security_headers import SecurityHeadersMiddleware
     from cds_service.middleware.trailing_slash import TrailingSlashMiddleware
@@ -174,8 +175,8 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=counters)
-    app.add_middleware(AccessLogMiddleware)
+    # The metrics, then the access log line, of every finished call.
+    app.add_middleware(ObserveMiddleware, observers=(metrics_observer(counters), log_call))
     app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(RequestIdMiddleware)
     # And the outermost: a fault in the middleware above is a JSON 500 as well, never

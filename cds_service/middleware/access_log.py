@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.types import ASGIApp
-
-from cds_service.middleware.observe import FinishedCall, ObserveMiddleware
+from cds_service.middleware.observe import FinishedCall
 
 logger = logging.getLogger("cds_service.request")
 
@@ -68,8 +66,3 @@ def log_call(call: FinishedCall) -> None:
         else logging.INFO
     )
     logger.log(level, "request", extra={"fields": fields_of(call)})
-
-
-class AccessLogMiddleware(ObserveMiddleware):
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(app, log_call)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,14 +30,18 @@ def route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-class ObserveMiddleware:
-    """Calls `observe` once per HTTP request, after its answer was sent or the app inside
-    failed (status 500; the innermost last-resort middleware answers a route's exception
-    before it gets here)."""
+Observer = Callable[[FinishedCall], None]
 
-    def __init__(self, app: ASGIApp, observe: Callable[[FinishedCall], None]) -> None:
+
+class ObserveMiddleware:
+    """Calls each of `observers` once per HTTP request, in order, after its answer was sent or
+    the app inside failed (status 500; the innermost last-resort middleware answers a route's
+    exception before it gets here). One middleware serves the metrics and the access log: each
+    layer of middleware costs every call a wrapped `send` and a coroutine."""
+
+    def __init__(self, app: ASGIApp, observers: Sequence[Observer]) -> None:
         self.app = app
-        self.observe = observe
+        self.observers = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,12 +64,12 @@ class ObserveMiddleware:
             record.reason = f"internal error: {where_raised(exc)}"
             raise
         finally:
-            self.observe(
-                FinishedCall(
-                    method=scope["method"],
-                    route=route_of(scope),
-                    status=status,
-                    seconds=time.perf_counter() - began,
-                    record=record,
-                )
+            call = FinishedCall(
+                method=scope["method"],
+                route=route_of(scope),
+                status=status,
+                seconds=time.perf_counter() - began,
+                record=record,
             )
+            for observe in self.observers:
+                observe(call)
