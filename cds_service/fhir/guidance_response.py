@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from cds_service.clinical.facts import Evidence
@@ -73,6 +74,14 @@ def evidence_parameters(plan: Plan) -> list[JSON]:
     return params
 
 
+@lru_cache(maxsize=4096)
+def _phase_text(title: str, dose_ug: float, route: str, start: date, end: date | None) -> str:
+    """Memoised: every answer of a day repeats the same few phases (an audit record per answer
+    is on the request path)."""
+    until = end.isoformat() if end else "open"
+    return f"{title}: {dose_ug:g} mcg {route}, {start.isoformat()} to {until}"
+
+
 def plan_parameters(plan: Plan, protocol: Protocol) -> list[JSON]:
     a = plan.assessment
     params: list[JSON] = [
@@ -94,14 +103,8 @@ def plan_parameters(plan: Plan, protocol: Protocol) -> list[JSON]:
             {"name": "lifelong", "valueBoolean": schedule.lifelong},
         ]
         for p in schedule.phases:
-            end = p.end.isoformat() if p.end else "open"
-            part.append(
-                {
-                    "name": "phase",
-                    "valueString": f"{p.phase.title}: {p.phase.dose_ug:g} mcg {p.phase.route}, "
-                    f"{p.start.isoformat()} to {end}",
-                }
-            )
+            text = _phase_text(p.phase.title, p.phase.dose_ug, p.phase.route, p.start, p.end)
+            part.append({"name": "phase", "valueString": text})
         params.append({"name": "schedule", "part": part})
     params += evidence_parameters(plan)
     return params
@@ -192,12 +195,13 @@ def guidance_response(
     if data_requirements:
         resource["dataRequirement"] = [{"type": t} for t in data_requirements]
     if plan is not None:
-        seen: list[str] = []
-        for p in params:
-            for part in p.get("part", ()):
-                ref = part.get("valueReference", {}).get("reference")
-                if ref and ref not in seen:
-                    seen.append(ref)
+        # Every resource the evidence names, once, in order of first mention.
+        seen = dict.fromkeys(
+            ref
+            for p in params
+            for part in p.get("part", ())
+            if "valueReference" in part and (ref := part["valueReference"].get("reference"))
+        )
         if seen:
             resource["reasonReference"] = [{"reference": r} for r in seen]
     if params:
