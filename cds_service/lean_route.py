@@ -28,6 +28,9 @@ class LeanRoute(APIRoute):
             raise TypeError(f"{self.path}: a LeanRoute endpoint is async and takes `request`")
         if set(names) != set(self.param_convertors):
             raise TypeError(f"{self.path}: a LeanRoute endpoint takes only its path parameters")
+        if self.dependencies or self.dependant.dependencies:
+            # They would never run: a dependency that authenticates would be skipped silently.
+            raise TypeError(f"{self.path}: a LeanRoute has no dependencies to solve")
 
         async def handler(request: Request) -> Response:
             path = request.path_params

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
 
@@ -52,3 +52,17 @@ def test_an_endpoint_that_answers_no_response_is_a_fault() -> None:
 
     with TestClient(_app(thing), raise_server_exceptions=False) as client:
         assert client.post("/things/x").status_code == 500
+
+
+def test_a_route_with_dependencies_is_refused_when_the_route_is_made() -> None:
+    async def authenticate() -> None:
+        raise AssertionError("never called by a LeanRoute")
+
+    async def thing(thing_id: str, request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    router = APIRouter(dependencies=[Depends(authenticate)])
+    with pytest.raises(TypeError, match="no dependencies"):
+        router.add_api_route(
+            "/things/{thing_id}", thing, methods=["POST"], route_class_override=LeanRoute
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_service.middleware.call_record import CallRecord, record_of_scope
 from cds_service.safe_log import where_raised
+
+logger = logging.getLogger("cds_service.app")
 
 UNMATCHED = "unmatched"
 
@@ -72,4 +75,8 @@ class ObserveMiddleware:
                 record=record,
             )
             for observe in self.observers:
-                observe(call)
+                # One observer's fault (a metric) must not cost the call its access-log line.
+                try:
+                    observe(call)
+                except Exception as exc:
+                    logger.error("observing a finished call failed: %s", where_raised(exc))

@@ -100,7 +100,8 @@ class ReaderPool:
             # The child died (killed for memory, most likely): a new pool for the next input,
             # and this one read in a thread rather than refused.
             logger.error("the process reading large input died; it is restarted")
-            self._pool = self._started = None
+            if self._pool is executor:  # another call may have made the new pool already
+                self._pool = self._started = None
             return await asyncio.to_thread(read, *args)
 
     def close(self) -> None:
