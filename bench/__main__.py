@@ -596,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, help="--audit-cost: rounds (default 8; smoke 2)")
     parser.add_argument(
+        "--http",
+        action="store_true",
+        help="--audit-cost: two servers (audit on, off) through HTTP instead of in-process",
+    )
+    parser.add_argument(
         "--slice", type=int, help="--audit-cost: calls per turn of each app (default 50; smoke 10)"
     )
     mode.add_argument(
@@ -723,6 +728,8 @@ def audit_cost(args: argparse.Namespace) -> int:
     from bench.audit_cost import HEADER, format_result, measure, problems, round_line
 
     smoke = bool(args.smoke)
+    if args.http:
+        return audit_cost_http(args, smoke)
     concurrency = int((args.concurrency or ("2" if smoke else "4")).split(",")[0])
     busy = _cpu_busy()
     print(HEADER, file=sys.stderr, flush=True)
@@ -748,6 +755,46 @@ def audit_cost(args: argparse.Namespace) -> int:
         print(f"PROBLEM: {p}", file=sys.stderr)
     if smoke:
         print("audit-cost smoke: " + ("FAILED" if found else "ok (timings are not checked)"))
+    return 1 if found else 0
+
+
+def audit_cost_http(args: argparse.Namespace, smoke: bool) -> int:
+    """`--audit-cost --http`: bench/results/audit_cost_http.json; 1 only on a wrong answer or a
+    lost audit record."""
+    from bench import audit_cost_http as http
+
+    case = next(c for c in CASES if c.name == "patient-view")
+    concurrency = int((args.concurrency or "16").split(",")[0])
+    s = Settings(
+        mode="audit-cost-http",
+        duration_s=args.duration or (0.5 if smoke else 2.0),
+        warmup_s=args.warmup if args.warmup is not None else (0.2 if smoke else 0.3),
+        concurrency=(concurrency,),
+        client=args.client,
+        out=RESULTS,
+        cases=("patient-view",),
+        stack=args.stack,
+    )
+    bodies = RESULTS / "bodies"
+    body_file, _, _ = case_inputs(case, Env(), bodies, {})
+    busy = _cpu_busy()
+    result = http.measure(
+        lambda server: run_load(server, case, body_file, concurrency, s),
+        rounds=args.rounds or (2 if smoke else 8),
+        results_dir=RESULTS,
+        stack=args.stack,
+    )
+    result["machine"] = {"cpus": os.cpu_count(), "cpu_busy_before_start": busy}
+    result["concurrency"] = concurrency
+    out = args.out or RESULTS / ("audit_cost_http_smoke.json" if smoke else "audit_cost_http.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"patient-view at c={concurrency}, {s.duration_s:g} s turns, stack {args.stack}")
+    print(http.format_result(result))
+    print(f"\nResults: {out}")
+    found = http.problems(result)
+    for p in found:
+        print(f"PROBLEM: {p}", file=sys.stderr)
     return 1 if found else 0
 
 
