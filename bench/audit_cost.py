@@ -139,7 +139,8 @@ def _settings(database_url: str | None) -> Any:
     return Settings(**values)
 
 
-async def _no_audit(*_args: Any, **_kwargs: Any) -> None:
+async def no_audit(*_args: Any, **_kwargs: Any) -> None:
+    """What `ServiceState.audit` becomes in the unaudited arm (here and bench/audit_off.py)."""
     return None
 
 
@@ -172,7 +173,7 @@ async def measure(
     today: Callable[[], date] = lambda: workload.START  # noqa: E731
     on = create_app(_settings(database_url), clock=today)
     off = create_app(_settings(database_url), clock=today)
-    off.state.cds.audit = _no_audit
+    off.state.cds.audit = no_audit
     audit = on.state.cds.store.audit
     results: list[Round] = []
     bad: list[int] = []

@@ -9,14 +9,8 @@ Run with: `python -m cds_service.serve --app bench.audit_off:app`.
 
 from __future__ import annotations
 
-from typing import Any
-
+from bench.audit_cost import no_audit
 from cds_service.app import app as service_app
 
-
-async def _no_audit(*_args: Any, **_kwargs: Any) -> None:
-    return None
-
-
-service_app.state.cds.audit = _no_audit
+service_app.state.cds.audit = no_audit
 app = service_app
