@@ -35,6 +35,7 @@ from cds_service.fhir.guidance_response import (
 from cds_service.hooks.cards import CardBuilder
 from cds_service.hooks.limits import Caps
 from cds_service.hooks.prefetch_templates import resource_type_of
+from cds_service.ids import time_ordered_uuid
 from cds_service.middleware.call_record import call_record
 from cds_service.plan_operation.apply import ApplyRequest
 from cds_service.plan_operation.artifacts import profile_of
@@ -161,7 +162,7 @@ class ServiceState:
         for the hookInstance it does not have."""
         path = f"/fhir/PlanDefinition/{plan_definition['id']}/$apply"
         return Answer(
-            response_id=str(uuid.uuid4()),
+            response_id=time_ordered_uuid(),
             request_identifier=getattr(request.state, "request_id", None) or str(uuid.uuid4()),
             module_uri=self.url(request, path),
             occurred=datetime.now(UTC),

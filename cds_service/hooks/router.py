@@ -9,7 +9,6 @@ app's handlers (cds_service.api_errors).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -45,6 +44,7 @@ from cds_service.hooks.prefetch import (
 )
 from cds_service.hooks.raised_once import raised_once
 from cds_service.hooks.services import SERVICES, Service
+from cds_service.ids import time_ordered_uuid
 from cds_service.lean_route import LeanRoute
 from cds_service.middleware.call_record import call_record
 from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
@@ -121,7 +121,7 @@ def build_router(state: ServiceState, auth: Authenticator) -> APIRouter:
 
         def audited(patient_id: str | None) -> Answer:
             return Answer(
-                response_id=str(uuid.uuid4()),
+                response_id=time_ordered_uuid(),
                 request_identifier=hook_request.hookInstance,
                 module_uri=state.url(request, f"/cds-services/{service.id}"),
                 occurred=datetime.now(UTC),
@@ -237,7 +237,7 @@ def answer(
     base_url: str = "",
     *,
     templated: bool = True,
-    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_id: Callable[[], str] = time_ordered_uuid,
 ) -> tuple[Plan, list[dict[str, Any]]]:
     """The plan (for the audit trail) and the cards for one call; `base_url` is where the
     cards' links to the pages point. The answer is only serialised by orjson and audited, so

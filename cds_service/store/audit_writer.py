@@ -7,8 +7,9 @@ and a thread hop per statement, begin and commit): more than the 10% of patient-
 throughput the audit may take. Here the rows are plain tuples handed to the driver's
 `executemany` once per batch:
 
-- SQLite: one thread of its own with its own `sqlite3` connection (WAL, `synchronous=NORMAL`,
-  `BEGIN IMMEDIATE`, the busy timeout of the other connections), one hop per batch;
+- SQLite: a `sqlite3` connection of its own (WAL, `synchronous=NORMAL`, `BEGIN IMMEDIATE`),
+  committed on the event loop; a thread only waits for a lock another worker holds and runs
+  the checkpoints (`SqliteAuditWriter`);
 - PostgreSQL: asyncpg's `executemany` on a connection of the engine's pool, in one transaction.
 
 The values are stored exactly as SQLAlchemy Core would store them (the SQLite timestamps go
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cds_service.store.tables import guidance_response, issued_card
 
 Row = tuple[Any, ...]
+#: SQLITE_BUSY and SQLITE_LOCKED (primary codes): another connection holds the lock.
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 #: The columns written, in the order of the row tuples `AuditLog` builds.
 RESPONSE_COLUMNS = (
@@ -93,8 +97,20 @@ class AuditWriter(Protocol):
 
 
 class SqliteAuditWriter:
-    """One thread and one connection of its own: the event loop hands it a batch and waits
-    for the commit without holding a connection of the pool the requests use.
+    """A connection of its own, committed on the event loop, the lock contended in a thread.
+
+    A batch is a few hundred microseconds of SQLite's own work; handing it to a thread cost
+    more than doing it: the thread and the loop take the GIL from each other at every row
+    (the driver lets it go around each statement), a context switch each time. So the commit
+    is made where the batch is, with a busy timeout of zero; only when another connection (a
+    second worker, a feedback commit) holds the write lock is the batch handed to the thread,
+    which waits for the lock up to the busy timeout, so the loop never waits for a lock.
+
+    The WAL is not checkpointed by these commits (`wal_autocheckpoint=0`): a checkpoint copies
+    megabytes and fsyncs the database, which the loop must not wait for. The thread runs a
+    passive checkpoint (one that never blocks a writer) at most every `checkpoint_s` seconds
+    while batches are committed, and one at close; the other connections keep their automatic
+    checkpoints.
 
     `synchronous=NORMAL`: a commit is not fsynced; it survives the process being killed, and a
     power cut or an OS crash loses only the commits since the last fsync (the next feedback or
@@ -104,52 +120,102 @@ class SqliteAuditWriter:
     RESPONSES = _sqlite_insert(guidance_response, RESPONSE_COLUMNS)
     CARDS = _sqlite_insert(issued_card, CARD_COLUMNS)
 
-    def __init__(self, path: str, *, busy_timeout_ms: int) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int, checkpoint_s: float = 1.0) -> None:
         self._path = path
-        self._busy_timeout_s = busy_timeout_ms / 1000
+        self._busy_timeout_ms = busy_timeout_ms
+        self._checkpoint_s = checkpoint_s
         self.timestamp = _sqlite_datetime()
         self._executor: ThreadPoolExecutor | None = None
-        #: Touched only in the executor's one thread.
+        #: Used by one batch at a time (the write-behind queue has one writer), on the loop or
+        #: in the thread, never both at once.
         self._connection: sqlite3.Connection | None = None
+        #: The last checkpoint begun (`time.monotonic`) and its future.
+        self._checkpointed_at = time.monotonic()
+        self._checkpoint: Future[None] | None = None
+        #: Batches that found the write lock taken (a metric for tests and the curious).
+        self.contended = 0
 
     async def write(self, responses: list[Row], cards: list[Row]) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="b12-cds-audit-writer")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._commit, responses, cards)
+        try:
+            try:
+                self._commit(self._connect(), responses, cards)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in _BUSY:  # extended codes too
+                    raise
+                self.contended += 1
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._thread(), self._commit_waiting, responses, cards)
+        except BaseException:
+            self._disconnect()  # the batch stays queued and is retried on a fresh connection
+            raise
+        now = time.monotonic()
+        if now - self._checkpointed_at >= self._checkpoint_s and (
+            self._checkpoint is None or self._checkpoint.done()
+        ):
+            self._checkpointed_at = now
+            self._checkpoint = self._thread().submit(self._run_checkpoint)
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+            await asyncio.get_running_loop().run_in_executor(executor, self._run_checkpoint)
             executor.shutdown(wait=True)
+        self._checkpoint = None
+        self._disconnect()
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="b12-cds-audit-writer")
+        return self._executor
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             connection = sqlite3.connect(
                 self._path,
-                timeout=self._busy_timeout_s,
+                timeout=0,  # on the loop: a taken lock is reported at once, not waited for
                 isolation_level=None,  # transactions are begun and ended here, explicitly
-                check_same_thread=False,  # opened and used in the writer thread, closed there
+                check_same_thread=False,  # the loop's thread, or the thread, one at a time
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA wal_autocheckpoint=0")
             self._connection = connection
         return self._connection
 
-    def _commit(self, responses: list[Row], cards: list[Row]) -> None:
-        connection = self._connect()
+    def _commit(
+        self, connection: sqlite3.Connection, responses: list[Row], cards: list[Row]
+    ) -> None:
+        connection.execute("BEGIN IMMEDIATE")  # the write lock now, or SQLITE_BUSY
         try:
-            connection.execute("BEGIN IMMEDIATE")  # the write lock now, waiting up to the timeout
             connection.executemany(self.RESPONSES, responses)
             if cards:
                 connection.executemany(self.CARDS, cards)
             connection.execute("COMMIT")
         except BaseException:
-            # The batch stays queued and is retried on a fresh connection.
-            self._disconnect()
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
+
+    def _commit_waiting(self, responses: list[Row], cards: list[Row]) -> None:
+        """In the thread: the same transaction, waiting for the lock up to the busy timeout."""
+        connection = self._connect()
+        connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        try:
+            self._commit(connection, responses, cards)
+        finally:
+            connection.execute("PRAGMA busy_timeout=0")
+
+    def _run_checkpoint(self) -> None:
+        """A passive checkpoint on a connection of the thread's own: it copies what no reader
+        still needs and never waits for, or blocks, a writer."""
+        connection = sqlite3.connect(self._path, timeout=self._busy_timeout_ms / 1000)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # the next one, or another connection's automatic one, copies it
+        finally:
+            connection.close()
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None

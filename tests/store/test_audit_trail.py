@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,6 +92,8 @@ async def test_every_answer_is_a_guidance_response(app: Any) -> None:
         if p["name"] == "card"
     }
     assert set(audited) == {card["uuid"] for card in cards}
+    # The ids the audit trail is keyed by are minted in time order (cds_service.ids).
+    assert {uuid.UUID(i).version for i in [resource["id"], *audited]} == {7}
     for card in cards:
         part = audited[card["uuid"]]
         assert {"name": "kind", "valueString": card["extension"]["card"]} in part

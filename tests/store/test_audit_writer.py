@@ -1,9 +1,14 @@
 """The audit batches written on the driver itself (SQLite's own connection, asyncpg's
-executemany): what Core reads back, a batch written twice, and a failed write kept and retried."""
+executemany): what Core reads back, a batch written twice, a failed write kept and retried;
+on SQLite, a write lock held by another worker waited for off the loop, and the WAL
+checkpointed in the writer's thread."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import sqlite3
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -12,8 +17,10 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from cds_service.settings import Settings
 from cds_service.store import AuditRecord, Store
-from cds_service.store.audit import IssuedCard
+from cds_service.store.audit import AuditLog, IssuedCard
+from cds_service.store.audit_writer import SqliteAuditWriter
 from cds_service.store.migrate import upgrade
 from cds_service.store.tables import guidance_response, issued_card
 
@@ -115,4 +122,81 @@ async def test_close_flushes_and_the_writer_opens_again(store_settings: Any) -> 
     await store.audit.record(_record())
     assert await store.audit.flush(timeout=10)
     assert len(await _rows(store, guidance_response)) == 2
+    await store.close()
+
+
+def _sqlite_store(tmp_path: Any) -> Store:
+    store = Store(Settings(auth=False, data_dir=str(tmp_path)))
+    store.open()
+    return store
+
+
+def _sqlite_path(store: Store) -> str:
+    path = store.target.url.database
+    assert path
+    return path
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loop(tmp_path: Any) -> None:
+    """Another worker holds SQLite's write lock: the batch waits for it in the writer's thread
+    while the event loop goes on answering; it is written once the lock is let go."""
+    store = _sqlite_store(tmp_path)
+    writer = store.database.audit_writer()
+    assert isinstance(writer, SqliteAuditWriter)
+    other = sqlite3.connect(_sqlite_path(store), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    record = _record()
+    await store.audit.record(record)
+    flushing = asyncio.create_task(store.audit.flush(timeout=10))
+    ticks = 0
+    for _ in range(30):  # 0.3 s of a loop that must not be blocked
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not flushing.done() and writer.contended >= 1
+    other.execute("COMMIT")
+    other.close()
+    assert await flushing
+    assert ticks == 30
+    assert {row.id for row in await _rows(store, guidance_response)} == {record.id}
+    await store.close()
+
+
+def _big_records(n: int) -> list[AuditRecord]:
+    """Records the size of a real answer's (about 6 KB of GuidanceResponse each)."""
+    padding = "x" * 6000
+    return [
+        dataclasses.replace(_record(), resource=orjson.dumps({"pad": padding}).decode())
+        for _ in range(n)
+    ]
+
+
+async def _write_big_batch(
+    tmp_path: Any, checkpoint_s: float
+) -> tuple[Store, SqliteAuditWriter, int]:
+    """200 answers' records written through a writer of its own; the store, the writer and
+    the database file's size before the write."""
+    store = _sqlite_store(tmp_path)
+    writer = SqliteAuditWriter(_sqlite_path(store), busy_timeout_ms=1000, checkpoint_s=checkpoint_s)
+    size = os.path.getsize(_sqlite_path(store))
+    await AuditLog(store.database, writer)._write(_big_records(200))
+    return store, writer, size
+
+
+async def test_the_loop_commits_leave_the_wal_to_the_checkpoints(tmp_path: Any) -> None:
+    """The commits made on the loop never copy the WAL into the database (that is an fsync the
+    loop would wait for); closing the writer does, in its thread."""
+    store, writer, size = await _write_big_batch(tmp_path, checkpoint_s=3600)
+    path = _sqlite_path(store)
+    assert os.path.getsize(path) == size  # all of it still in the WAL
+    await writer.close()
+    assert os.path.getsize(path) > size + 1_000_000  # copied by the closing checkpoint
+    await store.close()
+
+
+async def test_the_wal_is_checkpointed_while_batches_are_written(tmp_path: Any) -> None:
+    store, writer, size = await _write_big_batch(tmp_path, checkpoint_s=0)
+    assert writer._checkpoint is not None
+    await asyncio.wrap_future(writer._checkpoint)
+    assert os.path.getsize(_sqlite_path(store)) > size + 1_000_000  # copied, nothing closed
+    await writer.close()
     await store.close()

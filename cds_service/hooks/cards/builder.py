@@ -9,7 +9,6 @@ compact card, never the full treatment card on an unrelated order.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 
 from cds_service.clinical.assessment import CONFIRMED, INDETERMINATE, NOT_DEFICIENT, UNKNOWN
@@ -24,6 +23,7 @@ from cds_service.hooks.cards.parts import (
     absolute,
 )
 from cds_service.hooks.cards.safety import SafetyCards
+from cds_service.ids import time_ordered_uuid
 from cds_service.protocol import Protocol
 
 
@@ -50,7 +50,7 @@ class CardBuilder(SafetyCards, OrderCards):
         plan: Plan,
         series: Mapping[str, list[JSON]],
         ctx: HookContext,
-        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_id: Callable[[], str] = time_ordered_uuid,
     ) -> list[JSON]:
         a = plan.assessment
         order_hook = ctx.hook in ORDER_HOOKS
