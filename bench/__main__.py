@@ -601,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         help="--audit-cost: two servers (audit on, off) through HTTP instead of in-process",
     )
     parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="--audit-cost --http: load one server, then the other, instead of both at once",
+    )
+    parser.add_argument(
         "--slice", type=int, help="--audit-cost: calls per turn of each app (default 50; smoke 10)"
     )
     mode.add_argument(
@@ -783,13 +788,18 @@ def audit_cost_http(args: argparse.Namespace, smoke: bool) -> int:
         rounds=args.rounds or (2 if smoke else 8),
         results_dir=RESULTS,
         stack=args.stack,
+        together=not args.alternate,
     )
     result["machine"] = {"cpus": os.cpu_count(), "cpu_busy_before_start": busy}
     result["concurrency"] = concurrency
     out = args.out or RESULTS / ("audit_cost_http_smoke.json" if smoke else "audit_cost_http.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"patient-view at c={concurrency}, {s.duration_s:g} s turns, stack {args.stack}")
+    how = "one server, then the other" if args.alternate else "both servers at once"
+    print(
+        f"patient-view at c={concurrency} per server, {s.duration_s:g} s turns ({how}), "
+        f"stack {args.stack}"
+    )
     print(http.format_result(result))
     print(f"\nResults: {out}")
     found = http.problems(result)

@@ -1,11 +1,14 @@
 """What the audit trail costs patient-view through HTTP, as EHRs meet it.
 
 The service is served twice on the production launcher, each on its own SQLite database: as
-configured, and with its audit step doing nothing (bench/audit_off.py). The load generator
-(bench/load.py, its own process) drives the repeated patient-view body at one concurrency,
-in turns of `turn_s` seconds, alternating which app goes first from round to round. The audit
-writer runs in the background of the audited server (a thread with its own SQLite
-connection), so each turn's steady state includes its batches and commits.
+configured, and with its audit step doing nothing (bench/audit_off.py). A load generator per
+server (bench/load.py, a process each) drives the repeated patient-view body at one
+concurrency; in a round the two run at the same time for the same seconds (`together`, the
+default), so both servers meet the same machine: on a shared virtual machine the CPU time of
+the same work drifts by up to a factor of two within seconds, which turns of one server and
+then the other (`together=False`, which alternates who goes first) turned into per-round costs
+anywhere between -7% and +37%. Each round's steady state includes the audited server's
+write-behind batches, commits and checkpoints.
 
 Figures per turn: requests/s and the server's CPU per request (/proc, every thread). The cost
 is the median over rounds of 1 - off/on CPU per request (answers per CPU-second lost to the
@@ -19,6 +22,7 @@ import sqlite3
 import statistics
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ def measure(
     rounds: int,
     results_dir: Path,
     stack: str = "standard",
+    together: bool = True,
 ) -> dict[str, Any]:
     """`run(server)` drives one turn and returns the load generator's result with the server's
     CPU (bench.__main__.run_load); the apps are started here and stopped at the end."""
@@ -57,9 +62,15 @@ def measure(
             server.start()
         for i in range(rounds):
             order = ("off", "on") if i % 2 == 0 else ("on", "off")
-            turn: dict[str, Any] = {"order": ",".join(order)}
+            turn: dict[str, Any] = {"order": "together" if together else ",".join(order)}
+            if together:
+                with ThreadPoolExecutor(2) as pool:
+                    futures = {name: pool.submit(run, servers[name]) for name in order}
+                    results = {name: f.result() for name, f in futures.items()}
+            else:
+                results = {name: run(servers[name]) for name in order}
             for name in order:
-                result = run(servers[name])
+                result = results[name]
                 turn[name] = {
                     "rps": result["count"] / result["duration_s"],
                     "cpu_ms": result.get("server_cpu_ms_per_request"),
