@@ -9,10 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system cds && useradd --system --gid cds --home-dir /app --shell /usr/sbin/nologin cds
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY cds_service ./cds_service
 # Same install step as the README.
-RUN pip install .
+RUN pip install -c constraints.txt .
 # The embedded SQLite database (audit trail, feedback, replay protection): mount a volume here,
 # or set CDS_DATABASE_URL to a PostgreSQL server.
 ENV CDS_DATA_DIR=/var/lib/b12-cds

@@ -9,10 +9,10 @@ HOST ?= 127.0.0.1
 
 .PHONY: run serve test check lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -77,9 +77,12 @@ def interpreter_for(tree: Path, log: Path) -> tuple[str, str]:
     env_dir = tree / ".venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
+    # REF's own pinned versions when it has them, so the old build runs as it was tested.
+    pins = tree / "constraints.txt"
+    constrained = ["-c", str(pins)] if pins.is_file() else []
     with log.open("wb") as out:
         subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", str(tree)],
+            [python, "-m", "pip", "install", "--quiet", *constrained, str(tree)],
             check=True,
             stdout=out,
             stderr=subprocess.STDOUT,
