@@ -781,6 +781,7 @@ def audit_cost_http(args: argparse.Namespace, smoke: bool) -> int:
         stack=args.stack,
     )
     bodies = RESULTS / "bodies"
+    bodies.mkdir(parents=True, exist_ok=True)
     body_file, _, _ = case_inputs(case, Env(), bodies, {})
     busy = _cpu_busy()
     result = http.measure(
