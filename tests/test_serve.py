@@ -54,8 +54,8 @@ async def _nodelay_of_accepted(sock: socket.socket) -> int:
 
 def test_the_shared_socket_gives_accepted_connections_tcp_nodelay() -> None:
     # The root cause of the 40 ms stall: asyncio sets TCP_NODELAY only on connections of a
-    # socket that says IPPROTO_TCP, and a socket created with protocol 0 (as older uvicorn releases
-    # create their --workers socket) does not say it, although it is TCP.
+    # socket that says IPPROTO_TCP, and a socket created with protocol 0 (as uvicorn up to 0.54
+    # creates its --workers socket) does not say it, although it is TCP.
     bare = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
     bare.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     bare.bind(("127.0.0.1", 0))
