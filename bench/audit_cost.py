@@ -63,15 +63,15 @@ class Round:
         return 1 - self.off_wall_ms / self.on_wall_ms
 
 
-def _scope(body: bytes) -> dict[str, Any]:
+def _scope(body: bytes, path: str = PATH) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
@@ -84,7 +84,7 @@ def _scope(body: bytes) -> dict[str, Any]:
     }
 
 
-async def _call(app: Any, body: bytes) -> int:
+async def _call(app: Any, body: bytes, path: str = PATH) -> int:
     """One request through the app's whole ASGI stack; its HTTP status."""
     delivered = False
     status = 0
@@ -102,11 +102,11 @@ async def _call(app: Any, body: bytes) -> int:
         if message["type"] == "http.response.start":
             status = int(message["status"])
 
-    await app(_scope(body), receive, send)
+    await app(_scope(body, path), receive, send)
     return status
 
 
-async def _drive(app: Any, body: bytes, n: int, concurrency: int) -> list[int]:
+async def _drive(app: Any, body: bytes, n: int, concurrency: int, path: str = PATH) -> list[int]:
     """`n` calls with `concurrency` in flight (a closed loop of that many clients)."""
     statuses: list[int] = []
     left = n
@@ -115,7 +115,7 @@ async def _drive(app: Any, body: bytes, n: int, concurrency: int) -> list[int]:
         nonlocal left
         while left > 0:
             left -= 1
-            statuses.append(await _call(app, body))
+            statuses.append(await _call(app, body, path))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return statuses

@@ -16,14 +16,21 @@ The stages are the ones the HTTP service runs for `POST /cds-services/{id}`
 Each stage also shows the part of its time spent in strict R4 validation: the extractor
 validates the patient and the conditions it keeps, a lab result is validated when a rule (or a
 card) first reads it, so validation falls in `facts`, `assessment` and `fhir_output`.
+
+Beside the stages, the same body goes through the service's whole ASGI app (middleware,
+routing, the audit record and its SQLite write, the response), in slices alternating with the
+stages' so that the machine's drift meets both alike: the CPU per call of each, and what lies
+outside the stages, which no stage profile shows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -92,10 +99,61 @@ def _timed_validation(spent: list[int]) -> Iterator[None]:
         extract._validate = original
 
 
+#: Calls per slice when the stages and the whole app alternate.
+SLICE = 50
+
+
+@contextmanager
+def _whole_app(hook: str, start: date) -> Iterator[Callable[[bytes, int], float]]:
+    """The service's ASGI app as served (audit trail on a throwaway SQLite database), and a
+    function that sends it a body `n` times and returns the process CPU seconds spent, the
+    audit writes of those calls included."""
+    from bench.audit_cost import _drive, _settings
+    from cds_service.app import create_app
+
+    app = create_app(_settings(None), clock=lambda: start)
+    path = f"/cds-services/b12-{hook}"
+    loop = asyncio.new_event_loop()
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+
+    async def calls(body: bytes, n: int) -> list[int]:
+        statuses = await _drive(app, body, n, 1, path)
+        await app.state.cds.store.audit.flush()
+        return statuses
+
+    def drive(body: bytes, n: int) -> float:
+        cpu = time.process_time()
+        statuses = loop.run_until_complete(calls(body, n))
+        spent = time.process_time() - cpu
+        if any(status != 200 for status in statuses):
+            raise RuntimeError(f"the app answered {sorted(set(statuses))}")
+        return spent
+
+    try:
+        yield drive
+    finally:
+        loop.run_until_complete(lifespan.__aexit__(None, None, None))
+        loop.close()
+
+
 def profile(
-    n: int = 2000, *, hook: str = "patient-view", start: date = workload.START
+    n: int = 2000,
+    *,
+    hook: str = "patient-view",
+    start: date = workload.START,
+    whole_app: bool = True,
 ) -> dict[str, Any]:
-    """Run one request `n` times (after a few warm-up calls) and time each stage."""
+    """Run one request `n` times (after a few warm-up calls) and time each stage; with
+    `whole_app`, also through the whole ASGI app in alternating slices."""
+    with contextlib.ExitStack() as stack:
+        drive = stack.enter_context(_whole_app(hook, start)) if whole_app else None
+        return _profile(n, hook, start, drive)
+
+
+def _profile(
+    n: int, hook: str, start: date, drive: Callable[[bytes, int], float] | None
+) -> dict[str, Any]:
     from cds_service import heap
     from cds_service.engine import Engine
     from cds_service.hooks.cards import CardBuilder, HookContext
@@ -164,14 +222,24 @@ def profile(
                 in_validation[name] += b - a
         return len(payload)
 
-    for _ in range(min(50, max(1, n // 10))):
+    warm = min(50, max(1, n // 10))
+    for _ in range(warm):
         response_bytes = once(None)
+    if drive is not None:
+        drive(raw, warm)
     heap.settle()  # As the service does once it has started.
     samples: dict[str, list[int]] = {name: [] for name in STAGES}
+    stages_cpu = app_cpu = 0.0
     with _timed_validation(validated):
         wall = time.perf_counter()
-        for _ in range(n):
-            once(samples)
+        for done in range(0, n, SLICE):
+            calls = min(SLICE, n - done)
+            cpu = time.process_time()
+            for _ in range(calls):
+                once(samples)
+            stages_cpu += time.process_time() - cpu
+            if drive is not None:
+                app_cpu += drive(raw, calls)
         wall = time.perf_counter() - wall
 
     means = {name: sum(v) / len(v) / 1000 for name, v in samples.items()}
@@ -204,6 +272,10 @@ def profile(
         "fhir_validation_mean_us": sum(in_validation.values()) / n / 1000,
         "wall_s": wall,
         "single_core_rps_limit": 1e6 / total if total else 0.0,
+        # CPU per call (process time, so other threads' work counts): the stages in sequence,
+        # and the whole app in the slices between them (None without `whole_app`).
+        "stages_cpu_us": stages_cpu / n * 1e6,
+        "whole_app_cpu_us": app_cpu / n * 1e6 if drive is not None else None,
     }
 
 
@@ -235,4 +307,12 @@ def format_profile(result: dict[str, Any]) -> str:
         f"=> at most {result['single_core_rps_limit']:.0f} requests/s per core for the work "
         "alone (no HTTP).",
     ]
+    whole = result.get("whole_app_cpu_us")
+    if whole:
+        stages = result["stages_cpu_us"]
+        lines.append(
+            f"CPU per call, alternating slices of {SLICE}: the stages {stages:.0f} µs, the whole "
+            f"ASGI app {whole:.0f} µs (middleware, routing, audit, response: "
+            f"{whole - stages:.0f} µs, {(whole - stages) / whole * 100:.0f}% of it; no HTTP)."
+        )
     return "\n".join(lines)

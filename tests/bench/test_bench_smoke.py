@@ -52,12 +52,17 @@ def test_profile_stages_are_named_and_timed() -> None:
     table = format_profile(result)
     for name in EXPECTED_STAGES:
         assert f"| {name} " in table
+    # The same body through the whole ASGI app, in the slices between the stages'.
+    assert result["stages_cpu_us"] > 0 and result["whole_app_cpu_us"] > 0
+    assert "the whole ASGI app" in table
 
 
 def test_profile_order_sign() -> None:
-    result = profile(5, hook="order-sign")
+    result = profile(5, hook="order-sign", whole_app=False)
     assert [s["name"] for s in result["stages"]] == list(EXPECTED_STAGES)
     assert all(s["mean_us"] > 0 for s in result["stages"])
+    assert result["whole_app_cpu_us"] is None
+    assert "the whole ASGI app" not in format_profile(result)
 
 
 def test_workload_is_deterministic_and_sized_as_specified() -> None:
