@@ -1,8 +1,8 @@
 """The production server: `python -m cds_service.serve` (`make serve`, the Dockerfile's CMD).
 
 Several uvicorn workers share one listening socket made here, not by uvicorn. uvicorn's own
-`--workers N` (up to 0.54) binds `socket.socket(family)`, whose protocol number is 0; asyncio sets
-TCP_NODELAY on accepted connections only when the listening socket says IPPROTO_TCP, so each
+`--workers N` (up to 0.54) binds `socket.socket(family)`, whose protocol number is 0; asyncio
+sets TCP_NODELAY on accepted connections only when the listening socket says IPPROTO_TCP, so each
 worker's connections kept Nagle's algorithm, and a response written in two sends (headers, then
 body) waited for the client's delayed ACK: about 40 ms per keep-alive request. The socket made
 here names IPPROTO_TCP.
