@@ -6,7 +6,7 @@ evidence behind it, so each fired rule can show the clinician what it saw.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -18,6 +18,8 @@ from cds_service.protocol import Protocol
 from cds_service.protocol.model import Profile
 
 Result = tuple[bool, list[Evidence]]
+#: One key of the language: its argument, the scope, the `route` beside it in its mapping.
+Leaf = Callable[[Any, "Scope", "str | None"], Result]
 
 # Keys that test for a coded record in one list of the facts.
 _RECORD_KEYS = {
@@ -129,105 +131,185 @@ def evaluate(expr: Mapping[str, Any], scope: Scope) -> Result:
     for key, arg in expr.items():
         if key == "route":
             continue
-        ok, found = _leaf(key, arg, scope, route)
+        leaf = _LEAVES.get(key)
+        if leaf is None:
+            raise KeyError(f"unknown expression key {key!r}")
+        ok, found = leaf(arg, scope, route)
+        if not ok:
+            return False, []
+        if found:
+            evidence += found
+    return True, evidence
+
+
+def _wanted(arg: Any) -> list[Any]:
+    return arg if isinstance(arg, list) else [arg]
+
+
+def _all(arg: Any, scope: Scope, route: str | None) -> Result:
+    evidence: list[Evidence] = []
+    for sub in arg:
+        ok, found = evaluate(sub, scope)
         if not ok:
             return False, []
         evidence += found
     return True, evidence
 
 
-def _leaf(key: str, arg: Any, scope: Scope, route: str | None) -> Result:
-    facts, codes = scope.facts, scope.codes
-    if key == "all":
-        evidence: list[Evidence] = []
-        for sub in arg:
-            ok, found = evaluate(sub, scope)
-            if not ok:
-                return False, []
-            evidence += found
-        return True, evidence
-    if key == "any":
-        hits: list[Evidence] = []
-        matched = False
-        for sub in arg:
-            ok, found = evaluate(sub, scope)
-            if ok:
-                matched = True
-                hits += found
-        return matched, hits
-    if key == "not":
-        ok, _ = evaluate(arg, scope)
-        return not ok, []
-    if key == "always":
-        return bool(arg), []
-    if key == "condition":
-        found = _records(scope.condition_records(), arg, codes)
+def _any(arg: Any, scope: Scope, route: str | None) -> Result:
+    hits: list[Evidence] = []
+    matched = False
+    for sub in arg:
+        ok, found = evaluate(sub, scope)
+        if ok:
+            matched = True
+            hits += found
+    return matched, hits
+
+
+def _not(arg: Any, scope: Scope, route: str | None) -> Result:
+    ok, _ = evaluate(arg, scope)
+    return not ok, []
+
+
+def _always(arg: Any, scope: Scope, route: str | None) -> Result:
+    return bool(arg), []
+
+
+def _condition(arg: Any, scope: Scope, route: str | None) -> Result:
+    found = _records(scope.condition_records(), arg, scope.codes)
+    return bool(found), found
+
+
+def _record_leaf(field_name: str) -> Leaf:
+    def leaf(arg: Any, scope: Scope, route: str | None) -> Result:
+        found = _records(getattr(scope.facts, field_name), arg, scope.codes)
         return bool(found), found
-    if key in _RECORD_KEYS:
-        found = _records(getattr(facts, _RECORD_KEYS[key]), arg, codes)
-        return bool(found), found
-    if key == "draft_order":
-        return _orders(facts.draft_medications, {"value_set": arg, "route": route}, scope)
-    if key == "active_order":
-        return _orders(facts.medications, {"value_set": arg, "route": route}, scope)
-    if key == "draft_order_changes_b12_therapy":
-        found = [
-            Evidence(r.reference, f"{r.label} (replaces a current prescription)", r.date)
-            for r in facts.draft_medications
-            if r.has_prior_prescription and codes.matches("b12_product", r.codings, r.words)
-        ]
-        return bool(found) == bool(arg), found
-    if key == "positive":
-        result = facts.results.get(arg)
-        if result is None or result.positive is not True:
-            return False, []
-        title = scope.protocol.observations.analytes[arg].title
-        return True, [Evidence(result.reference, f"{title}: {result.shown}", result.date_text)]
-    if key in ("below", "at_or_below", "above"):
-        return _compare(arg, scope, key)
-    if key == "age_below":
-        age = facts.age_on(scope.day)
-        limit = scope.profile.thresholds[arg]
-        if age is None or age >= limit:
-            return False, []
-        return True, [Evidence(facts.patient_reference or "Patient", f"age {age} years", None)]
-    if key == "status":
-        return scope.status in arg, []
-    if key == "deficiency_rule":
-        wanted = arg if isinstance(arg, list) else [arg]
-        return bool(set(scope.deficiency_rules) & set(wanted)), []
-    if key == "b12_therapy":
-        has = bool(scope.b12_therapy)
-        found = [
-            Evidence(r.reference, f"{r.label} ({r.status or 'order'})", r.date)
-            for r in scope.b12_therapy
-        ]
-        return has == bool(arg), found if has else []
-    if key in ("b12_therapy_by", "b12_therapy_other_than"):
+
+    return leaf
+
+
+def _draft_order(arg: Any, scope: Scope, route: str | None) -> Result:
+    return _orders(scope.facts.draft_medications, {"value_set": arg, "route": route}, scope)
+
+
+def _active_order(arg: Any, scope: Scope, route: str | None) -> Result:
+    return _orders(scope.facts.medications, {"value_set": arg, "route": route}, scope)
+
+
+def _draft_order_changes_b12_therapy(arg: Any, scope: Scope, route: str | None) -> Result:
+    codes = scope.codes
+    found = [
+        Evidence(r.reference, f"{r.label} (replaces a current prescription)", r.date)
+        for r in scope.facts.draft_medications
+        if r.has_prior_prescription and codes.matches("b12_product", r.codings, r.words)
+    ]
+    return bool(found) == bool(arg), found
+
+
+def _positive(arg: Any, scope: Scope, route: str | None) -> Result:
+    result = scope.facts.results.get(arg)
+    if result is None or result.positive is not True:
+        return False, []
+    title = scope.protocol.observations.analytes[arg].title
+    return True, [Evidence(result.reference, f"{title}: {result.shown}", result.date_text)]
+
+
+def _comparison(op: str) -> Leaf:
+    def leaf(arg: Any, scope: Scope, route: str | None) -> Result:
+        return _compare(arg, scope, op)
+
+    return leaf
+
+
+def _age_below(arg: Any, scope: Scope, route: str | None) -> Result:
+    facts = scope.facts
+    age = facts.age_on(scope.day)
+    limit = scope.profile.thresholds[arg]
+    if age is None or age >= limit:
+        return False, []
+    return True, [Evidence(facts.patient_reference or "Patient", f"age {age} years", None)]
+
+
+def _status(arg: Any, scope: Scope, route: str | None) -> Result:
+    return scope.status in arg, []
+
+
+def _deficiency_rule(arg: Any, scope: Scope, route: str | None) -> Result:
+    return bool(set(scope.deficiency_rules) & set(_wanted(arg))), []
+
+
+def _b12_therapy(arg: Any, scope: Scope, route: str | None) -> Result:
+    has = bool(scope.b12_therapy)
+    found = [
+        Evidence(r.reference, f"{r.label} ({r.status or 'order'})", r.date)
+        for r in scope.b12_therapy
+    ]
+    return has == bool(arg), found if has else []
+
+
+def _b12_therapy_route(by: bool) -> Leaf:
+    def leaf(arg: Any, scope: Scope, route: str | None) -> Result:
         # A therapy record is "by" a value set when its route or its product says so (an oral
         # tablet often carries no route at all).
+        codes = scope.codes
         therapy = [
             r
             for r in scope.b12_therapy
             if codes.matches(arg, (*r.route_codings, *r.codings), f"{r.route_words} {r.words}")
-            == (key == "b12_therapy_by")
+            == by
         ]
         shown = [
             Evidence(r.reference, f"{r.label} ({r.status or 'order'})", r.date) for r in therapy
         ]
         return bool(therapy), shown
-    if key == "b12_deficient_on_therapy_after_days":
-        return _deficient_on_therapy(int(arg), scope)
-    if key == "type":
-        wanted = arg if isinstance(arg, list) else [arg]
-        return scope.type in wanted, []
-    if key == "cause":
-        wanted = arg if isinstance(arg, list) else [arg]
-        return bool(scope.causes & set(wanted)), []
-    if key == "severity":
-        wanted = arg if isinstance(arg, list) else [arg]
-        return scope.severity in wanted, []
-    if key == "flag":
-        wanted = arg if isinstance(arg, list) else [arg]
-        return bool(scope.flags & set(wanted)), []
-    raise KeyError(f"unknown expression key {key!r}")
+
+    return leaf
+
+
+def _on_therapy(arg: Any, scope: Scope, route: str | None) -> Result:
+    return _deficient_on_therapy(int(arg), scope)
+
+
+def _type(arg: Any, scope: Scope, route: str | None) -> Result:
+    return scope.type in _wanted(arg), []
+
+
+def _cause(arg: Any, scope: Scope, route: str | None) -> Result:
+    return bool(scope.causes & set(_wanted(arg))), []
+
+
+def _severity(arg: Any, scope: Scope, route: str | None) -> Result:
+    return scope.severity in _wanted(arg), []
+
+
+def _flag(arg: Any, scope: Scope, route: str | None) -> Result:
+    return bool(scope.flags & set(_wanted(arg))), []
+
+
+#: What each key of the expression language means (rules.yaml documents them): one look-up
+#: per key, whatever its place in the language.
+_LEAVES: dict[str, Leaf] = {
+    "all": _all,
+    "any": _any,
+    "not": _not,
+    "always": _always,
+    "condition": _condition,
+    **{key: _record_leaf(field_name) for key, field_name in _RECORD_KEYS.items()},
+    "draft_order": _draft_order,
+    "active_order": _active_order,
+    "draft_order_changes_b12_therapy": _draft_order_changes_b12_therapy,
+    "positive": _positive,
+    **{op: _comparison(op) for op in ("below", "at_or_below", "above")},
+    "age_below": _age_below,
+    "status": _status,
+    "deficiency_rule": _deficiency_rule,
+    "b12_therapy": _b12_therapy,
+    "b12_therapy_by": _b12_therapy_route(True),
+    "b12_therapy_other_than": _b12_therapy_route(False),
+    "b12_deficient_on_therapy_after_days": _on_therapy,
+    "type": _type,
+    "cause": _cause,
+    "severity": _severity,
+    "flag": _flag,
+}
