@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from cds_service.clinical.codes import CodeIndex, code_index, normalise
+from cds_service.clinical.codes import MEMO_KEY, MEMO_SIZE, CodeIndex, code_index, normalise
 from cds_service.protocol import default_protocol
 
 PROTOCOL = default_protocol()
@@ -63,3 +63,30 @@ def test_value_sets_of_matches_the_scan_of_every_entry() -> None:
     assert any(INDEX.value_sets_of([c]) for c in codings)
     for coding in codings:
         assert INDEX.value_sets_of([coding]) == _plain_value_sets([coding]), coding
+
+
+def test_kept_answers_are_the_answers_computed_afresh() -> None:
+    """`matches` and `known` keep their answers for short keys; kept or not, asked twice or
+    not, an answer is what the index computes for it."""
+    index = CodeIndex(PROTOCOL)  # its own memo, empty
+    names = list(PROTOCOL.codes.value_sets)
+    codings = [
+        (PROTOCOL.system_url(entry.system), entry.code)
+        for vs in PROTOCOL.codes.value_sets.values()
+        for entry in vs.codes
+    ][:40]
+    texts = _texts()[:120] + ["pernicious anaemia " + "x" * 400]
+    for _ in range(2):
+        for i, text in enumerate(texts):
+            coded = (codings[i % len(codings)],) if i % 3 else ()
+            assert index.known(coded, text) == index._is_known(coded, text)
+            for name in names:
+                assert index.matches(name, coded, text) == index._match(name, coded, text)
+    long_key = texts[-1]
+    assert index.matches("pernicious_anemia", (), long_key) == index._match(
+        "pernicious_anemia", (), long_key
+    )
+    kept = index._matches.cache_info()
+    assert kept.hits > 0 and kept.currsize <= MEMO_SIZE
+    index.matches(names[0], (), "y" * (MEMO_KEY + 1))
+    assert index._matches.cache_info().currsize == kept.currsize  # a long key is not kept

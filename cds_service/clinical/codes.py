@@ -9,12 +9,20 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 
 from cds_service.protocol import Protocol
 from cds_service.protocol.model import CodeEntry
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+#: Answers of `matches` and `known` kept per index, for keys of up to MEMO_KEY characters
+#: (at most a few MB in all; a longer key is answered afresh).
+MEMO_SIZE = 8192
+MEMO_KEY = 256
+
+
+def _memoisable(codings: tuple[tuple[str, str], ...], words: str) -> bool:
+    return len(codings) <= 8 and len(words) + sum(len(s) + len(c) for s, c in codings) <= MEMO_KEY
 
 
 def normalise(system: str, code: str) -> str:
@@ -59,6 +67,11 @@ class CodeIndex:
         self._prefix_by_system: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for p_system, prefix, name in self._prefix:
             self._prefix_by_system[p_system].append((prefix, name))
+        # The rules ask the same few questions of the same codings and words many times per
+        # call (one per value set a rule names, per record), and most records of a clinic are
+        # coded alike: answers are kept, bounded, since codes and text come from callers.
+        self._matches = lru_cache(maxsize=MEMO_SIZE)(self._match)
+        self._known = lru_cache(maxsize=MEMO_SIZE)(self._is_known)
 
     def value_sets_of(self, codings: Iterable[tuple[str, str]]) -> set[str]:
         found: set[str] = set()
@@ -71,6 +84,12 @@ class CodeIndex:
         return found
 
     def matches(self, value_set: str, codings: Iterable[tuple[str, str]], words: str = "") -> bool:
+        codings = tuple(codings)
+        if not _memoisable(codings, words):
+            return self._match(value_set, codings, words)
+        return self._matches(value_set, codings, words)
+
+    def _match(self, value_set: str, codings: tuple[tuple[str, str], ...], words: str) -> bool:
         if value_set in self.value_sets_of(codings):
             return True
         pattern = self._words.get(value_set)
@@ -90,6 +109,12 @@ class CodeIndex:
 
     def known(self, codings: Iterable[tuple[str, str]], words: str = "") -> bool:
         """Whether a resource could matter to any rule at all (used to skip the rest cheaply)."""
+        codings = tuple(codings)
+        if not _memoisable(codings, words):
+            return self._is_known(codings, words)
+        return self._known(codings, words)
+
+    def _is_known(self, codings: tuple[tuple[str, str], ...], words: str) -> bool:
         if self.value_sets_of(codings) - self._qualifiers:
             return True
         return bool(words) and self._any_word is not None and bool(self._any_word.search(words))
