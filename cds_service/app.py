@@ -105,6 +105,9 @@ def create_app(
         openapi_url="/openapi.json" if settings.docs else None,
         redirect_slashes=False,
         lifespan=lifespan,
+        # The service's metrics and logs are its own (/metrics, the JSON log); FastAPI's native
+        # OpenTelemetry would otherwise look for a configured provider on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.cds = state
     app.state.fetcher = shared_fetcher
