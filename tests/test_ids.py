@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from cds_service.ids import time_ordered_uuid
+from cds_service.ids import name_based_uuid, time_ordered_uuid
 
 
 def test_an_id_is_a_canonical_version_7_uuid() -> None:
@@ -40,3 +40,11 @@ def test_the_random_bits_vary() -> None:
     """74 random bits: two ids of the same millisecond differ there, not only in the clock."""
     a, b = (uuid.UUID(time_ordered_uuid()).int & ((1 << 74) - 1) for _ in range(2))
     assert a != b
+
+
+def test_a_name_based_id_is_the_standard_libraries_uuid5() -> None:
+    namespace = uuid.UUID("6f1c2a3e-8d4b-5e7f-9a0b-1c2d3e4f5a6b")
+    names = ["", "p1|standard|im-loading|2026-11-20", "é|ü|漢字", "x" * 1000]
+    names += [f"patient-{i}|profile|regimen-{i % 7}|2026-12-{i % 28 + 1:02d}" for i in range(500)]
+    for name in names:
+        assert name_based_uuid(namespace, name) == str(uuid.uuid5(namespace, name))

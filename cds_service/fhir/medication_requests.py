@@ -36,6 +36,7 @@ from cds_service.clinical.codes import code_index
 from cds_service.clinical.facts import CodedRecord
 from cds_service.clinical.regimen import Schedule, ScheduledPhase
 from cds_service.fhir.dosage_text import dosage_text
+from cds_service.ids import name_based_uuid
 from cds_service.protocol import Protocol, ProtocolError
 from cds_service.protocol.model import CodeEntry, Duration, Phase
 
@@ -250,7 +251,7 @@ class MedicationRequestWriter:
                 str(schedule.phases[0].start),
             )
         )
-        return str(uuid.uuid5(_NAMESPACE, key))
+        return name_based_uuid(_NAMESPACE, key)
 
     def reason_codes(self, assessment: Assessment) -> list[JSON]:
         """The type's own codes (T2), the cause's codes (T3) and the deficiency code."""
