@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import (
@@ -107,6 +108,30 @@ def _known(value: str | None, known: Iterable[str]) -> str:
     return value if value in known else OTHER
 
 
+class _Children:
+    """A labelled metric's children by label values, looked up once: `labels()` takes a lock
+    and checks its arguments on every call, and every answer counts several series.
+
+    Every label value comes from a bounded set (route templates, the service's own card kinds
+    and rule ids, known keys or OTHER), and the cache stops growing at CHILDREN_CACHED anyway."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self.metric.labels(*values)
+            if len(self._children) < CHILDREN_CACHED:
+                self._children[values] = child
+        return child
+
+
+#: Label-value combinations whose children `_Children` keeps, per metric.
+CHILDREN_CACHED = 4096
+
+
 class Metrics:
     """The metrics of one app; each app has its registry, so tests can build many apps."""
 
@@ -172,16 +197,20 @@ class Metrics:
             registry=r,
         )
 
+        self._requests = _Children(self.requests)
+        self._request_seconds = _Children(self.request_seconds)
+        self._cards = _Children(self.cards)
+
     def observe_request(
         self, route: str, method: str, status: int, service: str | None, seconds: float
     ) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route, _known(service, SERVICES)).observe(seconds)
+        self._requests(route, method, str(status)).inc()
+        self._request_seconds(route, _known(service, SERVICES)).observe(seconds)
 
     def observe_cards(self, service: str, cards: Iterable[tuple[str, tuple[str, ...]]]) -> None:
         for kind, rules in cards:
             for rule in rules or (NONE,):
-                self.cards.labels(service, kind, rule).inc()
+                self._cards(service, kind, rule).inc()
 
     def observe_unavailable(self, reasons: dict[str, str]) -> None:
         for key, reason in reasons.items():
