@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from cds_service.clinical.codes import code_index
@@ -178,6 +179,13 @@ _UNDATED = datetime.min.replace(tzinfo=UTC)
 def _parse_when(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
+    # The dates of one record repeat (a draw gives several results the same time), and the
+    # same resource is read by `relevant` and `extract`: each text is parsed once.
+    return _parse_text(value) if len(value) <= 40 else _parse_text.__wrapped__(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_text(value: str) -> datetime | None:
     text = value.replace("Z", "+00:00")
     try:
         if len(text) <= 10:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from cds_service.clinical.assessment import Assessment
 from cds_service.clinical.codes import code_index
@@ -92,10 +92,23 @@ def lay_out(
     return tuple(out)
 
 
+#: Schedules laid out per (regimen, start day, lifelong, review): a few per day in use.
+_LAID_OUT = 1024
+
+
 class Planner:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.codes = code_index(protocol)
+        # Every patient who starts a regimen on the same day gets the same dates: they are
+        # laid out once (the phases are frozen, so answers can share them).
+        self._phases = lru_cache(maxsize=_LAID_OUT)(self._lay_out)
+
+    def _lay_out(
+        self, regimen_id: str, start: date, lifelong: bool, review: Duration
+    ) -> tuple[ScheduledPhase, ...]:
+        regimen = self.protocol.regimens.regimens[regimen_id]
+        return lay_out(regimen, start, lifelong=lifelong, review=review)
 
     def plan(self, assessment: Assessment, *, start: date) -> Plan:
         # A test some profiles' sources do not ask for (M6 coeliac serology) is left out there.
@@ -130,11 +143,8 @@ class Planner:
 
         def schedule(rule_id: str, regimen_id: str, recommended: bool) -> Schedule:
             regimen = self.protocol.regimens.regimens[regimen_id]
-            phases = lay_out(
-                regimen,
-                start,
-                lifelong=assessment.lifelong,
-                review=assessment.profile.maintenance_review,
+            phases = self._phases(
+                regimen_id, start, assessment.lifelong, assessment.profile.maintenance_review
             )
             return Schedule(rule_id, regimen_id, regimen, phases, assessment.lifelong, recommended)
 
