@@ -45,10 +45,13 @@ class SafetyCards(TreatmentCards):
     ) -> list[JSON]:
         """The IM schedules of the plan, each deleting the drafts being replaced."""
         deletes = [r.reference for r in replaced]
+        monitoring: list[JSON] | None = None
         out = []
         for schedule in plan.schedules:
             if any(p.phase.route != "intramuscular" for p in schedule.phases):
                 continue
+            if monitoring is None:
+                monitoring = self.monitoring_actions(plan, ctx)
             tag = "Switch to" if schedule.recommended else "Alt: switch to"
             suggestion = self.series_suggestion(
                 plan,
@@ -58,6 +61,7 @@ class SafetyCards(TreatmentCards):
                 new_id,
                 label=fit(f"{tag} {self.shape(schedule)}", limit=LABEL_LIMIT),
                 deletes=deletes,
+                monitoring=monitoring,
             )
             if suggestion is not None:
                 out.append(suggestion)

@@ -81,7 +81,12 @@ class TreatmentCards(CardParts):
         *,
         label: str | None = None,
         deletes: Iterable[str] = (),
+        monitoring: list[JSON] | None = None,
     ) -> JSON | None:
+        """One schedule's orders and the monitoring tests; `monitoring`, when given, is
+        `monitoring_actions` already made for this plan (the same for each of its schedules,
+        so a card with several suggestions makes them once and shares them, as it shares the
+        MedicationRequests of `series`)."""
         resources = series.get(schedule.regimen_id) or []
         if not resources:
             return None
@@ -98,7 +103,7 @@ class TreatmentCards(CardParts):
                     "resource": r,
                 }
             )
-        actions += self.monitoring_actions(plan, ctx)
+        actions += self.monitoring_actions(plan, ctx) if monitoring is None else monitoring
         return {
             "label": label or self.series_label(schedule),
             "uuid": new_id(),
@@ -244,10 +249,12 @@ class TreatmentCards(CardParts):
             "",
             *self.note_lines(plan, ctx),
         ]
+        monitoring = self.monitoring_actions(plan, ctx)
         suggestions = [
             s
             for s in (
-                self.series_suggestion(plan, sched, series, ctx, new_id) for sched in plan.schedules
+                self.series_suggestion(plan, sched, series, ctx, new_id, monitoring=monitoring)
+                for sched in plan.schedules
             )
             if s is not None
         ]
