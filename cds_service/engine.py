@@ -74,8 +74,13 @@ class Engine:
         answer that is only serialised with orjson (cds_service.fhir.medication_requests)."""
         patient = plan.assessment.facts.patient_reference or "Patient/unknown"
         ctx = OrderContext(patient, authored_on or plan.start, requester, encounter)
+        if not plan.schedules:
+            return {}
+        reasons = self.writer.reason_codes(plan.assessment)
         return {
-            s.regimen_id: self.writer.series(s, plan.assessment, ctx, templated=templated)
+            s.regimen_id: self.writer.series(
+                s, plan.assessment, ctx, templated=templated, reasons=reasons
+            )
             for s in plan.schedules
         }
 

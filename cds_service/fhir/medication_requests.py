@@ -299,10 +299,14 @@ class MedicationRequestWriter:
         ctx: OrderContext,
         *,
         templated: bool = False,
+        reasons: list[JSON] | None = None,
     ) -> list[JSON]:
-        """One order per phase; `templated`: with the fixed parts as JSON text (see above)."""
+        """One order per phase; `templated`: with the fixed parts as JSON text (see above).
+        `reasons` is `reason_codes(assessment)` when the caller has made it already: it is the
+        same for every schedule of a plan, and every phase's order shares it."""
         group = self.group_id(schedule, assessment, ctx)
-        reasons = self.reason_codes(assessment)
+        if reasons is None:
+            reasons = self.reason_codes(assessment)
         if templated:
             return [
                 self._templated(p, schedule, assessment, ctx, group, reasons)
