@@ -22,7 +22,12 @@ MEMO_KEY = 256
 
 
 def _memoisable(codings: tuple[tuple[str, str], ...], words: str) -> bool:
-    return len(codings) <= 8 and len(words) + sum(len(s) + len(c) for s, c in codings) <= MEMO_KEY
+    if len(codings) > 8:
+        return False
+    size = len(words)
+    for system, code in codings:
+        size += len(system) + len(code)
+    return size <= MEMO_KEY
 
 
 def normalise(system: str, code: str) -> str:
