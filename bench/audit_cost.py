@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from bench import workload
+from bench.same_answers import answer
 
 PATH = "/cds-services/b12-patient-view"
 #: The throughput the audit may take from patient-view.
@@ -63,46 +64,9 @@ class Round:
         return 1 - self.off_wall_ms / self.on_wall_ms
 
 
-def _scope(body: bytes, path: str = PATH) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"bench.local"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 80),
-    }
-
-
 async def _call(app: Any, body: bytes, path: str = PATH) -> int:
     """One request through the app's whole ASGI stack; its HTTP status."""
-    delivered = False
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.get_running_loop().create_future()  # the client never disconnects
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = int(message["status"])
-
-    await app(_scope(body, path), receive, send)
+    status, _ = await answer(app, path, body)
     return status
 
 
