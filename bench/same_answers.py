@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,21 +48,22 @@ def requests(cohort_size: int = 225) -> list[dict[str, Any]]:
         out.append({"name": path.name, "path": f"/cds-services/b12-{body['hook']}", "body": body})
     for i, (service, body) in enumerate(cohort.cohort(cohort_size)):
         out.append({"name": f"cohort-{i}", "path": f"/cds-services/{service}", "body": body})
-    out.append(
-        {
-            "name": "bench-patient-view",
-            "path": "/cds-services/b12-patient-view",
-            "body": workload.patient_view_request(),
-        }
-    )
-    out.append(
-        {
-            "name": "bench-order-sign",
-            "path": "/cds-services/b12-order-sign",
-            "body": workload.order_sign_request(),
-        }
-    )
+    for name, body in (
+        ("bench-patient-view", workload.patient_view_request()),
+        ("bench-order-sign", workload.order_sign_request()),
+    ):
+        out.append({"name": name, "path": f"/cds-services/b12-{body['hook']}", "body": body})
     return out
+
+
+def write_requests(path: Path, cohort_size: int = 225) -> int:
+    """`requests(cohort_size)` as the JSON lines the driver reads (each body as JSON text, so
+    both builds are sent the same bytes); returns how many."""
+    items = requests(cohort_size)
+    with path.open("w") as out:
+        for item in items:
+            out.write(json.dumps({**item, "body": json.dumps(item["body"])}) + "\n")
+    return len(items)
 
 
 def asgi_scope(body: bytes, path: str) -> dict[str, Any]:
@@ -136,11 +138,12 @@ async def _drive(requests_file: Path, out: Path, start: date) -> None:
                 )
     finally:
         await lifespan.__aexit__(None, None, None)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def answers_of(python: str, tree: Path, requests_file: Path, out: Path, start: date) -> None:
     """The answers of the build in `tree` (its `cds_service` first on the path) into `out`."""
-    subprocess.run(
+    done = subprocess.run(
         [
             python,
             str(Path(__file__).resolve()),
@@ -149,11 +152,13 @@ def answers_of(python: str, tree: Path, requests_file: Path, out: Path, start: d
             str(out),
             start.isoformat(),
         ],
-        check=True,
         cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree), "CDS_AUTH": "off"},
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"the build in {tree} could not answer:\n{done.stderr[-2000:]}")
 
 
 def differences(ours: Path, theirs: Path, limit: int = 5) -> list[str]:
@@ -189,11 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         commit = export(args.ref, tree)
         python, how = interpreter_for(tree, work / "pip.log")
         requests_file = work / "requests.jsonl"
-        items = requests(args.cohort)
-        with requests_file.open("w") as out:
-            for item in items:
-                out.write(json.dumps({**item, "body": json.dumps(item["body"])}) + "\n")
-        print(f"{len(items)} requests, REF {commit[:12]} on {how}")
+        count = write_requests(requests_file, args.cohort)
+        print(f"{count} requests, REF {commit[:12]} on {how}")
         failed = False
         for start in START_DATES[: args.dates]:
             ours, theirs = work / f"ours-{start}.txt", work / f"ref-{start}.txt"

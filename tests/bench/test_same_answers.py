@@ -4,20 +4,16 @@ is reported by name."""
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import date
 from pathlib import Path
 
-from bench.same_answers import FRESH_ID, ROOT, answers_of, differences, requests
+from bench.same_answers import FRESH_ID, ROOT, answers_of, differences, write_requests
 
 
 def _requests_file(tmp_path: Path) -> Path:
-    items = requests(cohort_size=2)
     path = tmp_path / "requests.jsonl"
-    with path.open("w") as out:
-        for item in items:
-            out.write(json.dumps({**item, "body": json.dumps(item["body"])}) + "\n")
+    write_requests(path, cohort_size=2)
     return path
 
 
