@@ -26,6 +26,7 @@ app: the router's `Answer` (a uuid, the time, the URL: a few µs), the audit's o
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -135,13 +136,16 @@ async def measure(
 
     body = orjson.dumps(workload.patient_view_request())
     today: Callable[[], date] = lambda: workload.START  # noqa: E731
-    on = create_app(_settings(database_url), clock=today)
-    off = create_app(_settings(database_url), clock=today)
+    settings = [_settings(database_url), _settings(database_url)]
+    on, off = (create_app(each, clock=today) for each in settings)
     off.state.cds.audit = no_audit
     audit = on.state.cds.store.audit
     results: list[Round] = []
     bad: list[int] = []
     async with AsyncExitStack() as stack:
+        if database_url is None:
+            for each in settings:  # the throwaway SQLite directories, once both apps stop
+                stack.callback(shutil.rmtree, each.data_dir, True)
         for app in (on, off):
             await stack.enter_async_context(app.router.lifespan_context(app))
         for app in (on, off):
