@@ -535,6 +535,15 @@ def test_R6_severe_deficiency_gets_im_first_whatever_the_type() -> None:
     assert plan(Record().b12(400).lab("718-7", 6.0, "g/dL")).assessment.severity == "not-severe"
 
 
+def test_R6_severity_from_neurological_involvement_names_what_s1_saw() -> None:
+    # `flag: S1` in the severity rule carries S1's evidence, so the card's "Severe (...)" line
+    # names the neuropathy rather than nothing.
+    p = plan(low_b12().condition(SNOMED, "42345000").medication("metformin 850 mg tablet"))
+    s1 = next(f for f in p.assessment.findings if f.rule.id == "S1")
+    assert p.assessment.severity_evidence
+    assert set(s1.evidence) <= set(p.assessment.severity_evidence)
+
+
 def test_R6_fda_label_offers_no_oral_alternative_for_an_unexplained_severe_deficiency() -> None:
     p = plan(low_b12().lab("718-7", 7.0, "g/dL"), "fda-label")
     assert p.recommended and p.recommended.rule_id == "R6" and not p.alternatives

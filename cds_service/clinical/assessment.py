@@ -168,8 +168,10 @@ class Assessor:
         for s_rule in self.protocol.rules.safety_rules:
             ok, found = evaluate(s_rule.when, scope)
             if ok:
-                findings.append(Finding(s_rule, tuple(_unique(found))))
+                seen = tuple(_unique(found))
+                findings.append(Finding(s_rule, seen))
                 scope.flags = scope.flags | {s_rule.id}
+                scope.flag_evidence[s_rule.id] = seen
 
         severity: tuple[Evidence, ...] | None = None
         severity_rule = self.protocol.rules.severity

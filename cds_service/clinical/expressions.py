@@ -43,6 +43,9 @@ class Scope:
     type: str | None = None
     causes: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
+    #: What each fired safety rule saw, so a rule that reads its `flag` (severity reads S1) can
+    #: show the clinician the same evidence instead of nothing.
+    flag_evidence: dict[str, tuple[Evidence, ...]] = field(default_factory=dict)
     severity: str | None = None
     deficiency_rules: tuple[str, ...] = ()
     b12_therapy: tuple[CodedRecord, ...] = field(default=())
@@ -284,7 +287,8 @@ def _severity(arg: Any, scope: Scope, route: str | None) -> Result:
 
 
 def _flag(arg: Any, scope: Scope, route: str | None) -> Result:
-    return bool(scope.flags & set(_wanted(arg))), []
+    fired = [f for f in _wanted(arg) if f in scope.flags]
+    return bool(fired), [e for f in fired for e in scope.flag_evidence.get(f, ())]
 
 
 #: What each key of the expression language means (rules.yaml documents them): one look-up

@@ -137,6 +137,13 @@ def test_no_card_repeats_an_evidence_line_or_cites_in_the_prose(slug: str) -> No
 
 
 @pytest.mark.parametrize("slug", SLUGS)
+def test_no_card_gives_a_reason_in_empty_parentheses(slug: str) -> None:
+    # "Severe (): IM whatever the cause" once stood where severity came from S1's flag.
+    for card in _cards(slug):
+        assert "()" not in card["detail"], card["extension"]["card"]
+
+
+@pytest.mark.parametrize("slug", SLUGS)
 def test_sources_are_links_into_the_protocol_page(slug: str) -> None:
     for card in _cards(slug):
         assert card["source"]["url"] == f"{BASE}/protocol"
