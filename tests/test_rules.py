@@ -895,3 +895,87 @@ def test_NICE_active_B12_joins_the_observations_prefetch() -> None:
     from cds_service.hooks.prefetch_templates import PREFETCH
 
     assert f"http://loinc.org|{HOLOTC}" in PREFETCH["observations"]
+
+
+# --- Records the code lists do not cover: text, or a code system not listed ----------------
+
+WHO_ICD10 = "http://hl7.org/fhir/sid/icd-10"
+CPT = "http://www.ama-assn.org/go/cpt"
+
+
+def text_only(record: Record, text: str) -> Record:
+    """The last resource added, its code given as text alone (as many problem lists send it)."""
+    record.resources[-1]["code"] = {"text": text}
+    return record
+
+
+def test_S1_neurological_involvement_recorded_as_text_or_in_an_unlisted_code_system() -> None:
+    for record in (
+        text_only(low_b12().condition(SNOMED, "x"), "Subacute combined degeneration of the cord"),
+        text_only(low_b12().condition(SNOMED, "x"), "Peripheral neuropathy"),
+        low_b12().condition(WHO_ICD10, "G62.9", "Polyneuropathy, unspecified"),
+        low_b12().condition(ICD, "E11.42", "Type 2 diabetes mellitus with diabetic polyneuropathy"),
+    ):
+        p = plan(record.medication("metformin 850 mg tablet"))
+        assert "S1" in flags(p) and p.assessment.severity == "severe"
+        assert p.recommended and {ph.phase.route for ph in p.recommended.phases} == {
+            "intramuscular"
+        }
+    assert "S1" not in flags(plan(text_only(low_b12().condition(SNOMED, "x"), "Neurosis")))
+
+
+def test_S5_leber_optic_neuropathy_recorded_as_text() -> None:
+    for text in ("Leber's hereditary optic neuropathy", "LHON", "Leber\u2019s optic atrophy"):
+        p = plan(text_only(low_b12().condition(SNOMED, "x"), text))
+        assert "S5" in flags(p) and p.recommended is None, text
+    # Leber congenital amaurosis is a retinal dystrophy, not the optic neuropathy.
+    amaurosis = text_only(low_b12().condition(SNOMED, "x"), "Leber congenital amaurosis")
+    assert "S5" not in flags(plan(amaurosis))
+
+
+def test_S4_allergy_recorded_under_a_brand_or_with_subscript_digits() -> None:
+    for text in ("Neo-Cytamen", "Cyanokit", "Cytamen injection", "Vitamin B\u2081\u2082"):
+        p = plan(low_b12().allergy(text))
+        assert "S4" in flags(p) and p.recommended is None, text
+
+
+def test_S2_intravenous_route_written_only_in_the_sig_or_as_i_v() -> None:
+    sig = low_b12().medication("cyanocobalamin 1000 mcg/mL injection", status="draft")
+    sig.resources[-1]["dosageInstruction"] = [{"text": "1000 mcg IV once"}]
+    assert "S2" in flags(plan(sig))
+    dotted = low_b12().medication(
+        "cyanocobalamin 1000 mcg/mL injection", status="draft", route=("x", "x")
+    )
+    dotted.resources[-1]["dosageInstruction"][0]["route"] = {"text": "i.v."}
+    assert "S2" in flags(plan(dotted))
+    im = low_b12().medication("cyanocobalamin 1000 mcg/mL injection", status="draft")
+    im.resources[-1]["dosageInstruction"] = [{"text": "1000 mcg IM monthly"}]
+    assert "S2" not in flags(plan(im))
+
+
+def test_T2_pernicious_anaemia_recorded_as_text() -> None:
+    for text in ("Pernicious anaemia", "pernicious anemia (autoimmune)"):
+        p = plan(text_only(low_b12().condition(SNOMED, "x"), text))
+        assert p.assessment.type == "pernicious-anemia", text
+
+
+def test_T3_surgery_recorded_as_text_or_in_cpt() -> None:
+    gastrectomy = text_only(low_b12().procedure("x"), "Total gastrectomy 2019")
+    assert [c.id for c in plan(gastrectomy).assessment.causes] == ["gastrectomy"]
+    resected = low_b12().procedure("x")
+    resected.resources[-1]["code"] = {
+        "coding": [
+            {
+                "system": CPT,
+                "code": "44120",
+                "display": "Enterectomy, resection of small intestine; single resection",
+            }
+        ]
+    }
+    assert [c.id for c in plan(resected).assessment.causes] == ["ileal-resection"]
+    appendectomy = plan(text_only(low_b12().procedure("x"), "Appendectomy")).assessment
+    assert appendectomy.type != "malabsorption"
+
+
+def test_S9_pregnancy_recorded_as_text() -> None:
+    assert "S9" in flags(plan(text_only(low_b12().condition(SNOMED, "x"), "Pregnant, 20 weeks")))

@@ -64,6 +64,10 @@ def _codings(concept: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+#: "Vitamin B₁₂" as EHR text often writes it reads as "vitamin b12".
+_SUBSCRIPT_DIGITS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+
+
 def _words(*concepts: Any) -> str:
     parts: list[str] = []
     for concept in concepts:
@@ -75,7 +79,7 @@ def _words(*concepts: Any) -> str:
                     parts.append(str(c["display"]))
         elif isinstance(concept, str):
             parts.append(concept)
-    return " ".join(parts).lower()
+    return " ".join(parts).lower().translate(_SUBSCRIPT_DIGITS)
 
 
 def _label(concept: Any) -> str:
@@ -304,7 +308,11 @@ def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object
     timing = (
         first.get("timing", {}).get("repeat") if isinstance(first.get("timing"), OBJECT) else None
     )
-    return dose, (dict(timing) if isinstance(timing, OBJECT) else None), first.get("route")
+    route = first.get("route")
+    if route is None and isinstance(first.get("text"), str):
+        # No coded route: the sig ("1000 mcg IV once") is where the prescriber wrote it.
+        route = first["text"]
+    return dose, (dict(timing) if isinstance(timing, OBJECT) else None), route
 
 
 def _therapy_start(res: Resource) -> str | None:
@@ -574,8 +582,11 @@ class FactExtractor:
         return self.codes.known(_codings(res.get("code")), _words(res.get("code")))
 
     def _procedure_counts(self, res: Resource) -> bool:
+        # Text counts too: CPT and ICD-10-PCS procedure codes are not listed, and surgical
+        # histories are often text only ("Total gastrectomy 2019").
+        code = res.get("code")
         return _str(res.get("status")) == "completed" and self.codes.known(
-            _codings(res.get("code"))
+            _codings(code), _words(code)
         )
 
     def _medication_counts(self, res: Resource) -> bool:
