@@ -301,6 +301,13 @@ def test_S3_folate_deficiency_and_folic_acid_alone() -> None:
     assert "S3" not in flags(plan(with_b12))
 
 
+def test_S3_amended_low_folate_warns_while_b12_deficiency_is_indeterminate() -> None:
+    borderline = plan(Record().b12(180).lab("2284-8", 3.1, "ng/mL"))
+    assert borderline.assessment.status == "indeterminate" and "S3" in flags(borderline)
+    assert "S3" not in flags(plan(Record().b12(400).lab("2284-8", 3.1, "ng/mL")))
+    assert "S3" not in flags(plan(Record().b12(180).lab("2284-8", 6.0, "ng/mL")))
+
+
 def test_S4_cobalt_or_cobalamin_allergy_blocks_the_schedule() -> None:
     p = plan(low_b12().allergy("Cobalt"))
     assert "S4" in flags(p) and p.recommended is None
