@@ -339,6 +339,19 @@ def test_S7_current_therapy_means_no_new_course() -> None:
     ).assessment.findings
 
 
+def test_S7_a_statement_still_active_whose_period_ended_is_not_current_therapy() -> None:
+    def statement(end: str) -> Record:
+        record = low_b12().medication(
+            "cyanocobalamin 1000 mcg/mL injection", kind="MedicationStatement"
+        )
+        record.resources[-1]["effectivePeriod"] = {"start": "2024-01-05", "end": end}
+        return record
+
+    ended = plan(statement("2024-06-30"))
+    assert "S7" not in flags(ended) and ended.assessment.new_course
+    assert "S7" in flags(plan(statement((START + timedelta(days=30)).isoformat())))
+
+
 ORAL = ("26643006", "Oral route")
 SUBLINGUAL = ("37839007", "Sublingual route")
 

@@ -315,6 +315,17 @@ def _dose_and_timing(resource: Resource) -> tuple[float | None, dict[str, object
     return dose, (dict(timing) if isinstance(timing, OBJECT) else None), route
 
 
+def _ended_before(res: Resource, today: date | None) -> bool:
+    """A statement still `active` whose effective period ended before today: records are often
+    not closed when a course ends, and an ended course is not current therapy (S7 would
+    otherwise withhold a new course from a patient who is no longer treated)."""
+    if res.get("resourceType") != "MedicationStatement":
+        return False
+    period = res.get("effectivePeriod")
+    end = period.get("end") if isinstance(period, OBJECT) else None
+    return today is not None and isinstance(end, str) and end[:10] < today.isoformat()
+
+
 def _therapy_start(res: Resource) -> str | None:
     """When a medication began: the statement's effective start, else when it was written."""
     period = res.get("effectivePeriod")
@@ -424,7 +435,7 @@ class FactExtractor:
                     record = medication(res)
                     if record:
                         drafts.append(record)
-                elif status in MEDICATION_ACTIVE:
+                elif status in MEDICATION_ACTIVE and not _ended_before(res, today):
                     record = medication(res)
                     if record:
                         medications.append(record)
