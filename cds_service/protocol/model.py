@@ -183,6 +183,8 @@ class RulesTable(Strict):
     unconfirmed_diagnosis: CardText | None = None
     #: The card naming medications that could be B12 or folic acid but could not be read.
     medications_not_checked: CardText | None = None
+    #: The treatment card's line when the Patient has no birth date, so S8 could not be checked.
+    age_not_recorded: str | None = None
     draft_order_rules: dict[str, DraftOrderRule] = Field(default_factory=dict)
 
 

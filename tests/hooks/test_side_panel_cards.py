@@ -264,3 +264,20 @@ async def test_source_url_is_the_services_protocol_page() -> None:
         assert card["source"]["url"] == f"{BASE_URL}/protocol"
         assert all(link["url"].startswith(BASE_URL + "/") for link in card.get("links", []))
     assert date.fromisoformat("2026-12-01") == START
+
+
+def test_S8_without_a_birth_date_the_treatment_card_says_age_was_not_checked() -> None:
+    slug = TREATED[0]
+    expected = json.loads((PATIENTS / f"{slug}.expected.json").read_text())
+    resources = bundle_resources(json.loads((PATIENTS / f"{slug}.json").read_text()))
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    note = ENGINE.protocol.rules.age_not_recorded
+    assert note and note not in _detail(slug)
+    ageless = [
+        {k: v for k, v in r.items() if k != "birthDate"} if r is patient else r for r in resources
+    ]
+    plan = ENGINE.plan(ageless, start=START, profile=expected["profile"], patient_id=patient["id"])
+    ctx = HookContext("patient-view", patient["id"], base_url=BASE)
+    cards = BUILDER.cards(plan, ENGINE.medication_requests(plan), ctx)
+    treatment = next(c for c in cards if c["extension"]["card"] == "treatment")
+    assert note in treatment["detail"]

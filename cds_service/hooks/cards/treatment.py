@@ -216,6 +216,9 @@ class TreatmentCards(CardParts):
             lines.append(rule.review_card_note or rule.review_note or "")
         if ctx.not_checked:
             lines.append("**Not checked** (not sent by the EHR): " + ", ".join(ctx.not_checked))
+        age_note = self.protocol.rules.age_not_recorded
+        if age_note and a.facts.age_on(a.day) is None:
+            lines.append(age_note)
         set_aside = [*a.unusable, *a.stale]
         if set_aside:
             # Named in full on the card of results set aside (D9); here only what they were.
