@@ -817,6 +817,14 @@ def test_D9_results_dated_after_today_are_unusable() -> None:
     assert plan(positive).assessment.type == "unspecified"
 
 
+def test_D9_a_result_taken_today_in_a_zone_ahead_of_utc_is_not_dated_after_today() -> None:
+    # 00:30 on 2 December at +13:00 is 11:30 UTC on 1 December, the day of the answer.
+    ahead = plan(Record().b12(90, when="2026-12-02T00:30:00+13:00")).assessment
+    assert ahead.status == "confirmed" and not ahead.unusable
+    tomorrow = plan(Record().b12(90, when="2026-12-02T13:30:00+13:00")).assessment
+    assert tomorrow.unusable and tomorrow.unusable[0].problem.startswith("dated after today")
+
+
 def test_D9_only_results_within_the_recency_window_decide() -> None:
     within = plan(Record().b12(90, when="2025-12-01")).assessment  # 365 days before START
     assert within.status == "confirmed" and not within.stale

@@ -7,7 +7,7 @@ and named on the cards so the clinician knows why it was not used.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from cds_service.clinical.facts import LabResult
@@ -41,6 +41,15 @@ def _no_value_reason(res: Mapping[str, Any]) -> str:
     return f"no value ({said[:80]})" if said else "no value"
 
 
+def dated_after(when: datetime, today: date | None) -> bool:
+    """Whether a result is dated after today (D9): by its own calendar day and by UTC's alike,
+    so a result taken this morning at +13:00, already "tomorrow" by its own clock, still counts
+    on a server whose day is UTC's, and one taken this evening at -08:00 counts as well."""
+    if today is None:
+        return False
+    return when.date() > today and when.astimezone(UTC).date() > today
+
+
 def read_quantity(
     analyte: str,
     reference: str,
@@ -66,7 +75,7 @@ def read_quantity(
         return LabResult(
             analyte, reference, when, shown, problem=f"unknown unit {unit or 'none'!r}"
         )
-    if today is not None and when is not None and when.date() > today:
+    if when is not None and dated_after(when, today):
         return LabResult(
             analyte, reference, when, shown, problem=f"dated after today ({when.date()})"
         )
@@ -90,7 +99,7 @@ def read_qualitative(
     today: date | None = None,
 ) -> LabResult:
     reading = protocol.observations.qualitative
-    if today is not None and when is not None and when.date() > today:
+    if when is not None and dated_after(when, today):
         shown = "result"
         return LabResult(
             analyte, reference, when, shown, problem=f"dated after today ({when.date()})"
