@@ -37,6 +37,8 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from yarl import URL
 
+from cds_service.hooks.prefetch import match_count, short_of_total, total_of
+
 from .allowlist import Allowlist, is_under
 from .budget import BudgetExceededError, MemoryBudget, current_usage, fetch_scope
 from .errors import DataUnavailable
@@ -46,7 +48,6 @@ from .pages import (
     QueryFailed,
     check_page,
     check_resource,
-    is_match,
     next_link,
     parse,
 )
@@ -435,7 +436,7 @@ class FhirFetcher:
                 bundle = parse(raw)
                 page = check_page(bundle)
                 entries.extend(page)
-                seen, matched = seen + len(page), matched + sum(map(is_match, page))
+                seen, matched = seen + len(page), matched + match_count(page)
             if seen > self.max_entries:
                 raise QueryFailed(
                     f"more than {self.max_entries} resources (CDS_MAX_ENTRIES_PER_KEY)"
@@ -448,6 +449,11 @@ class FhirFetcher:
             url = urljoin(base + "/", next_url)
             if not is_under(url, base):
                 raise QueryFailed(REASON_NEXT_OFF_SERVER)
+        # Continuing a client's first page, the total is checked where that page's matches
+        # are known (the hook layer).
+        partial = short_of_total(total_of(bundle), matched) if not pages_before else None
+        if partial is not None:
+            raise QueryFailed(partial)
         return {
             "resourceType": "Bundle",
             "type": "searchset",

@@ -16,6 +16,8 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 
+from cds_service.hooks.prefetch import partial_outcome
+
 from .errors import INVALID_FETCHED
 
 REASON_NOT_JSON = "answer is not JSON"
@@ -63,7 +65,8 @@ def check_resource(resource: Any) -> dict[str, Any]:
 def check_page(bundle: Any) -> list[dict[str, Any]]:
     """The entries of one searchset page, after checking the parts of the Bundle this client
     reads: ``type``, ``total``, ``link`` and every entry's ``resource`` and ``search.mode``
-    (the ``next`` link is checked when it is followed, after the caps)."""
+    (the ``next`` link is checked when it is followed, after the caps). A page whose
+    OperationOutcome says results were left out fails here, before it can be cut down."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise QueryFailed(REASON_NOT_BUNDLE)
     entries = bundle.get("entry", [])
@@ -85,6 +88,9 @@ def check_page(bundle: Any) -> list[dict[str, Any]]:
         search = entry.get("search", {})
         if not isinstance(search, dict) or not isinstance(search.get("mode", ""), str):
             raise QueryFailed(REASON_INVALID)
+    partial = partial_outcome(entries)
+    if partial is not None:
+        raise QueryFailed(partial)
     return entries
 
 
@@ -105,11 +111,6 @@ def parse(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise QueryFailed(REASON_NOT_JSON) from None
-
-
-def is_match(entry: dict[str, Any]) -> bool:
-    """Whether a checked entry is a search match (not an `_include`d resource or an outcome)."""
-    return bool(entry.get("search", {}).get("mode", "match") == "match")
 
 
 @dataclass(frozen=True)

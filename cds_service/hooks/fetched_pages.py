@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from cds_service.fetch.pages import QueryFailed, ReadPage, check_page, is_match, parse
-from cds_service.hooks.prefetch import PrefetchError, RecordScope, resources_of
+from cds_service.fetch.pages import QueryFailed, ReadPage, check_page, parse
+from cds_service.hooks.prefetch import PrefetchError, RecordScope, match_count, resources_of
 from cds_service.offload.pool import OFFLOAD_BYTES, ReaderPool
 from cds_service.offload.relevant import relevant_bundle
 
@@ -40,7 +40,7 @@ def read_page(raw: bytes, key: str, patient_id: str, scope: RecordScope, today: 
     return ReadPage(
         relevant_bundle(bundle, today, also=refused),
         entries=len(entries),
-        matches=sum(map(is_match, entries)),
+        matches=match_count(entries),
     )
 
 

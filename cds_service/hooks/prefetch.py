@@ -2,7 +2,8 @@
 
 Each prefetch value may be a Bundle (its entry resources are used), a single resource, `null`
 (the client found nothing) or an OperationOutcome (the client could not get it: treated as
-missing). Keys the client did not send are missing. Missing keys are fetched from the client's
+missing). A Bundle that is only part of its search result (`partial_reason`) is missing too.
+Keys the client did not send are missing. Missing keys are fetched from the client's
 FHIR server when a `Fetcher` is configured (`cds_service.fetch` implements it); a required key
 that stays missing makes the request fail with 412 (CDS Hooks 2.0).
 """
@@ -30,6 +31,10 @@ from cds_service.hooks.prefetch_templates import (
 INVALID_FETCHED = "invalid FHIR in the answer"
 #: Why a paginated prefetch key is not yet complete.
 PAGINATED = "the prefetch Bundle has more pages (link next)"
+#: Why a search Bundle counts as partial: an OperationOutcome entry says results are missing.
+PARTIAL_OUTCOME = "the search Bundle reports an error or truncated results (OperationOutcome)"
+#: Why a search Bundle counts as partial: `total` counts matches it does not hold.
+PARTIAL_TOTAL = "the search Bundle holds fewer matches than its total"
 
 if TYPE_CHECKING:
     from cds_service.fetch.pages import PageReader
@@ -50,9 +55,12 @@ class Fetcher(Protocol):
 
     `queries` maps prefetch keys to rendered relative URLs (`Condition?patient=123&...`).
     Returns key -> the JSON the server answered (a Bundle or a resource) for every key it could
-    fetch; raises DataUnavailable naming the keys it could not. `next_pages` maps keys of
-    paginated prefetch Bundles to their `next` URL: the answer for such a key is a Bundle of
-    the remaining pages' entries (it is passed only when there are any). `pages` reads large
+    fetch; raises DataUnavailable naming the keys it could not, among them a search whose pages
+    say they are partial (`partial_outcome`, `short_of_total`). A search answer's `total`
+    counts the matches of every page read. `next_pages` maps keys of paginated prefetch
+    Bundles to their `next` URL: the answer for such a key is a Bundle of the remaining pages'
+    entries (it is passed only when there are any), whose `total` this layer checks against
+    the first page's. `pages` reads large
     search pages off the event loop (cds_service.hooks.fetched_pages; passed only when set).
     """
 
@@ -152,6 +160,96 @@ def next_page(value: Any) -> str | None:
 #: `next_page` of a Bundle whose `next` link has no usable URL: paginated, not followable.
 PAGINATED_WITHOUT_URL = ""
 
+#: Issue types (FHIR IssueType) of a warning that the server left results out.
+_TRUNCATING_CODES = frozenset({"incomplete", "too-costly", "throttled", "timeout"})
+
+
+def is_match(entry: Any) -> bool:
+    """Whether a Bundle entry counts towards a search's `total`: `_include`d resources and
+    OperationOutcomes do not, whatever their `search.mode` says."""
+    if not isinstance(entry, OBJECT):
+        return False
+    resource = entry.get("resource")
+    if isinstance(resource, OBJECT) and resource.get("resourceType") == "OperationOutcome":
+        return False
+    search = entry.get("search")
+    mode = search.get("mode", "match") if isinstance(search, OBJECT) else "match"
+    return bool(mode == "match")
+
+
+def match_count(entries: Any) -> int:
+    """How many of a Bundle's entries count towards its `total`."""
+    return sum(map(is_match, entries)) if isinstance(entries, list) else 0
+
+
+def _says_truncated(issue: Mapping[str, Any]) -> bool:
+    if issue.get("code") in _TRUNCATING_CODES:
+        return True
+    details = issue.get("details")
+    texts = (issue.get("diagnostics"), details.get("text") if isinstance(details, OBJECT) else None)
+    return any(isinstance(text, str) and "truncat" in text.lower() for text in texts)
+
+
+def _reports_missing_results(outcome: Mapping[str, Any]) -> bool:
+    """An outcome inside a search answer: information never withholds results, a warning only
+    when it says so; any other severity (error, fatal, unreadable) is taken as withholding."""
+    issues = outcome.get("issue", [])
+    if not isinstance(issues, list):
+        return True
+    for issue in issues:
+        severity = issue.get("severity") if isinstance(issue, OBJECT) else None
+        if severity == "information":
+            continue
+        if severity == "warning" and not _says_truncated(issue):
+            continue
+        return True
+    return False
+
+
+def partial_outcome(entries: Any) -> str | None:
+    """`PARTIAL_OUTCOME` when an OperationOutcome among a Bundle's entries says the search
+    answer is not the whole result, else None."""
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, OBJECT) else None
+        if (
+            isinstance(resource, OBJECT)
+            and resource.get("resourceType") == "OperationOutcome"
+            and _reports_missing_results(resource)
+        ):
+            return PARTIAL_OUTCOME
+    return None
+
+
+def total_of(bundle: Any) -> int | None:
+    """A Bundle's `total`, if it is a count: an absent total promises nothing."""
+    total = bundle.get("total") if isinstance(bundle, OBJECT) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
+def short_of_total(total: int | None, matches: int) -> str | None:
+    """`PARTIAL_TOTAL` when a search's `total` counts more matches than were received and no
+    further page will bring them."""
+    return PARTIAL_TOTAL if total is not None and total > matches else None
+
+
+def partial_reason(value: Any) -> str | None:
+    """Why a prefetch Bundle is not the whole search result although it may be read, else None.
+
+    The `total` of a paginated Bundle is checked once its next pages are in (`resolve`)."""
+    if not isinstance(value, OBJECT) or value.get("resourceType") != "Bundle":
+        return None
+    entries = value.get("entry")
+    reason = partial_outcome(entries)
+    if reason is None and next_page(value) is None:
+        reason = short_of_total(total_of(value), match_count(entries))
+    return reason
+
+
+def matches_still_expected(value: Any) -> int:
+    """How many matches the next pages of a paginated Bundle must bring for its `total`."""
+    total = total_of(value)
+    return 0 if total is None else total - match_count(value.get("entry"))
+
 
 def resources_of(
     key: str, value: Any, patient_id: str, scope: RecordScope | None = None
@@ -202,6 +300,23 @@ def unavailable_reason(value: Any) -> str | None:
     return "data unavailable"
 
 
+def fetched_partial(value: Any, expected: int, continues: bool) -> str | None:
+    """Why a fetched search answer is not the whole result, else None.
+
+    The fetcher fails a search whose own pages say they are partial; what only this layer
+    knows is the first page's `total` when the answer continues a paginated prefetch Bundle.
+    The answer's `total` counts the matches of the pages the fetcher read whole, since their
+    entries may come back cut down (cds_service.hooks.fetched_pages)."""
+    if not isinstance(value, OBJECT) or value.get("resourceType") != "Bundle":
+        return None
+    entries = value.get("entry")
+    reason = partial_outcome(entries)
+    if reason is None and continues:
+        fetched = total_of(value)
+        reason = short_of_total(expected, match_count(entries) if fetched is None else fetched)
+    return reason
+
+
 def draft_orders_of(
     context: Mapping[str, Any], patient_id: str, scope: RecordScope
 ) -> list[Resource]:
@@ -229,7 +344,9 @@ def draft_orders_of(
 
 @dataclass
 class _Prefetched:
-    """The prefetch as read: resources per key, missing keys, pages still to follow."""
+    """The prefetch as read: resources per key, missing keys, pages still to follow and the
+    matches those pages must bring for the first page's `total`, and why the Bundles that
+    are partial are."""
 
     patient_id: str
     scope: RecordScope
@@ -237,6 +354,8 @@ class _Prefetched:
     missing: dict[str, str]
     continuations: dict[str, str]
     draft_orders: list[Resource]
+    expected: dict[str, int] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)
 
 
 def read_prefetch(request: HookRequest) -> _Prefetched:
@@ -250,6 +369,8 @@ def read_prefetch(request: HookRequest) -> _Prefetched:
     found: dict[str, list[Resource]] = {}
     missing: dict[str, str] = {}
     continuations: dict[str, str] = {}
+    expected: dict[str, int] = {}
+    partials: dict[str, str] = {}
     for key in PREFETCH:
         if key not in prefetch:
             missing[key] = "not in prefetch"
@@ -259,7 +380,11 @@ def read_prefetch(request: HookRequest) -> _Prefetched:
             missing[key] = "the client reported an error (OperationOutcome)"
             continue
         following = next_page(prefetch[key])
-        if following is None:
+        partial = partial_reason(prefetch[key])
+        if partial is not None:
+            # Searched again when possible, as a page that cannot be followed is.
+            missing[key] = partials[key] = partial
+        elif following is None:
             found[key] = resources
         elif following == PAGINATED_WITHOUT_URL:
             missing[key] = f"{PAGINATED}, and its next link has no URL"
@@ -267,9 +392,12 @@ def read_prefetch(request: HookRequest) -> _Prefetched:
             # The first page is kept and completed by the pages the fetcher follows.
             found[key] = resources
             continuations[key] = following
+            expected[key] = matches_still_expected(prefetch[key])
             missing[key] = PAGINATED
     draft_orders = draft_orders_of(request.context, patient_id, scope)
-    return _Prefetched(patient_id, scope, found, missing, continuations, draft_orders)
+    return _Prefetched(
+        patient_id, scope, found, missing, continuations, draft_orders, expected, partials
+    )
 
 
 #: The reader of large fetched pages for a call: (patient id, reference scope) -> reader.
@@ -286,12 +414,12 @@ async def resolve(
     """Collect the resources of every prefetch key, fetching the missing ones if possible.
 
     A paginated prefetch Bundle (`link` `next`) is completed by following its remaining pages
-    through the fetcher; when that is impossible the key counts as missing, since a partial
-    record can hide the result that changes the answer. Raises PrefetchError (400) for values
-    that are not FHIR of the right type or of another patient, and MissingPrefetch (412) when
-    a required key is missing and cannot be fetched. A large request reaches this already cut
-    down to the entries the rules read (cds_service.hooks.large_bodies); `pages` does the same
-    for large fetched pages.
+    through the fetcher; when that is impossible, or the Bundle says it is partial, the key
+    counts as missing, since a partial record can hide the result that changes the answer.
+    Raises PrefetchError (400) for values that are not FHIR of the right type or of another
+    patient, and MissingPrefetch (412) when a required key is missing and cannot be fetched.
+    A large request reaches this already cut down to the entries the rules read
+    (cds_service.hooks.large_bodies); `pages` does the same for large fetched pages.
     """
     read = read_prefetch(request)
     patient_id, scope = read.patient_id, read.scope
@@ -315,6 +443,16 @@ async def resolve(
         extra: dict[str, Any] = {"next_pages": continuations} if continuations else {}
         if pages is not None:
             extra["pages"] = pages(patient_id, scope)
+
+        def fail(key: str, reason: str) -> None:
+            # The reason says why the prefetch did not do, then why the fetch did not either.
+            if key in continuations:
+                missing[key] = f"{PAGINATED}; its next pages: {reason}"
+            elif key in read.partial:
+                missing[key] = f"{read.partial[key]}; searched again: {reason}"
+            else:
+                missing[key] = reason
+
         try:
             # Optional keys that fail come back as OperationOutcomes instead of failing the call.
             answers = await fetcher.fetch(
@@ -328,9 +466,7 @@ async def resolve(
         except DataUnavailable as exc:
             for key, reason in exc.details.items():
                 if key in missing:
-                    missing[key] = (
-                        f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
-                    )
+                    fail(key, reason)
             answers = {}
 
         def merge() -> None:
@@ -343,17 +479,18 @@ async def resolve(
                     # Fetched data that is not usable FHIR is data the service cannot get.
                     missing[key] = f"{INVALID_FETCHED}: {exc}"
                     continue
-                if resources is not None:
-                    first = found.get(key, []) if key in continuations else []
-                    found[key] = first + resources
-                    del missing[key]
-                    for resource in resources:
-                        references[resource_reference(resource)] = key
-                else:
-                    reason = unavailable_reason(value) or "the FHIR server reported an error"
-                    missing[key] = (
-                        f"{PAGINATED}; its next pages: {reason}" if key in continuations else reason
-                    )
+                if resources is None:
+                    fail(key, unavailable_reason(value) or "the FHIR server reported an error")
+                    continue
+                partial = fetched_partial(value, read.expected.get(key, 0), key in continuations)
+                if partial is not None:
+                    fail(key, partial)
+                    continue
+                first = found.get(key, []) if key in continuations else []
+                found[key] = first + resources
+                del missing[key]
+                for resource in resources:
+                    references[resource_reference(resource)] = key
 
         merge()
     elif missing and fetcher is None:

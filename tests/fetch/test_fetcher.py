@@ -21,6 +21,7 @@ from cds_service.fetch import (
     unavailable_outcome,
     unavailable_reason,
 )
+from cds_service.hooks.prefetch import PARTIAL_OUTCOME, PARTIAL_TOTAL
 
 from .stub import Canned, StubServer
 
@@ -221,6 +222,107 @@ def test_default_page_cap_is_ten(fhir_server: FhirTestServer) -> None:
     details = unavailable(fhir_server.base_url, {"o": "Observation?patient=pg1&_count=1"})
     assert details == {"o": "more than 10 pages of results"}
     assert len(fhir_server.requests) == 10
+
+
+OBSERVATION = {"resourceType": "Observation", "status": "final", "code": {"text": "B12"}}
+MEDICATION = {"resourceType": "Medication", "id": "m1"}
+
+
+def searchset(*entries: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", **fields, "entry": list(entries)}
+
+
+def match(resource_id: str) -> dict[str, Any]:
+    return {"resource": {**OBSERVATION, "id": resource_id}, "search": {"mode": "match"}}
+
+
+def outcome(severity: str, code: str, diagnostics: str, **search: str) -> dict[str, Any]:
+    issue = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    entry: dict[str, Any] = {"resource": {"resourceType": "OperationOutcome", "issue": [issue]}}
+    if search:
+        entry["search"] = search
+    return entry
+
+
+PARTIAL_PAGES = {
+    "error outcome": (
+        searchset(match("a"), outcome("error", "exception", "shard 2 down", mode="outcome")),
+        PARTIAL_OUTCOME,
+    ),
+    "fatal outcome without a mode": (
+        searchset(match("a"), outcome("fatal", "exception", "backend down")),
+        PARTIAL_OUTCOME,
+    ),
+    "truncation warning": (
+        searchset(
+            match("a"),
+            outcome("warning", "processing", "results truncated to 1 of 140", mode="outcome"),
+            total=1,
+        ),
+        PARTIAL_OUTCOME,
+    ),
+    "total above the matches, no next link": (
+        searchset(match("a"), match("b"), total=140),
+        PARTIAL_TOTAL,
+    ),
+    "includes not counted as matches": (
+        searchset(match("a"), {"resource": MEDICATION, "search": {"mode": "include"}}, total=2),
+        PARTIAL_TOTAL,
+    ),
+}
+
+
+@pytest.mark.parametrize("page, reason", PARTIAL_PAGES.values(), ids=PARTIAL_PAGES.keys())
+def test_a_search_answer_that_says_it_is_partial_is_unavailable(
+    page: dict[str, Any], reason: str
+) -> None:
+    with StubServer() as stub:
+        stub.routes["/fhir/Observation?patient=1"] = Canned.fhir(page)
+        assert unavailable(stub.base_url, {"o": "Observation?patient=1"}) == {"o": reason}
+        data = run(fetch(stub.base_url, {"o": "Observation?patient=1"}, optional={"o"}))
+        assert unavailable_reason(data["o"]) == reason
+
+
+WHOLE_PAGES = {
+    "total equal to the matches": searchset(match("a"), match("b"), total=2),
+    "no total": searchset(match("a"), match("b")),
+    "an include beside the matches": searchset(
+        match("a"), {"resource": MEDICATION, "search": {"mode": "include"}}, total=1
+    ),
+    "information outcome": searchset(
+        match("a"),
+        outcome("information", "informational", "results truncated", mode="outcome"),
+        total=1,
+    ),
+    "warning that leaves nothing out": searchset(
+        match("a"), outcome("warning", "not-supported", "_sort ignored", mode="outcome"), total=1
+    ),
+}
+
+
+@pytest.mark.parametrize("page", WHOLE_PAGES.values(), ids=WHOLE_PAGES.keys())
+def test_a_whole_search_answer_is_read(page: dict[str, Any]) -> None:
+    with StubServer() as stub:
+        stub.routes["/fhir/Observation?patient=1"] = Canned.fhir(page)
+        data = run(fetch(stub.base_url, {"o": "Observation?patient=1"}))
+        assert data["o"]["entry"] == page["entry"]
+
+
+@pytest.mark.parametrize("last, reason", [([match("c")], None), ([], PARTIAL_TOTAL)])
+def test_pages_are_checked_against_the_total_once_all_are_in(
+    last: list[dict[str, Any]], reason: str | None
+) -> None:
+    next_page = [{"relation": "next", "url": "Observation?page=2"}]
+    with StubServer() as stub:
+        stub.routes["/fhir/Observation?patient=1"] = Canned.fhir(
+            searchset(match("a"), match("b"), total=3, link=next_page)
+        )
+        stub.routes["/fhir/Observation?page=2"] = Canned.fhir(searchset(*last, total=3))
+        if reason is None:
+            data = run(fetch(stub.base_url, {"o": "Observation?patient=1"}))
+            assert ids(data["o"]) == ["a", "b", "c"] and data["o"]["total"] == 3
+        else:
+            assert unavailable(stub.base_url, {"o": "Observation?patient=1"}) == {"o": reason}
 
 
 # --- failures --------------------------------------------------------------------------------

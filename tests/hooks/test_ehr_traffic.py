@@ -1,5 +1,5 @@
-"""Real EHR traffic through HTTP: the CDS Hooks sandbox's request shapes, paginated prefetch,
-subject references of every form, and the errors a client can act on."""
+"""Real EHR traffic through HTTP: the CDS Hooks sandbox's request shapes, paginated and partial
+prefetch, subject references of every form, and the errors a client can act on."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ from support import golden_bundle, isolated_settings
 
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
+from cds_service.hooks.prefetch import PAGINATED, PARTIAL_OUTCOME, PARTIAL_TOTAL
 from cds_service.hooks.prefetch_templates import PREFETCH
+from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 
+from .fetching import post_fetching, without_prefetch
 from .helpers import BASE_URL, START, client, golden_request
+from .test_fallback_fetch import clinical
 
 pytestmark = pytest.mark.anyio
 PV = "/cds-services/b12-patient-view"
@@ -87,6 +91,21 @@ def first_pages(server: FhirTestServer, patient: str) -> dict[str, Any]:
     return sandbox_prefetch(server.base_url, server.token, dict(PREFETCH), patient)
 
 
+async def completed_call(server: FhirTestServer, prefetch: dict[str, Any]) -> httpx.Response:
+    """The sandbox's call with `prefetch`, the service allowed to follow its pages on `server`
+    (whose requests are recorded from here on)."""
+    body = sandbox_request(
+        "patient-view",
+        LONG,
+        fhir_server=server.base_url,
+        prefetch=prefetch,
+        access_token=server.token,
+    )
+    server.clear_requests()
+    async with sandbox_client(sandbox_app([server.base_url])) as c:
+        return await c.post(PV, json=body)
+
+
 # --- 1. paginated prefetch -----------------------------------------------------------------
 
 
@@ -97,16 +116,8 @@ async def test_paginated_prefetch_is_completed_through_the_fallback_fetch(
     page = prefetch["observations"]
     assert any(link["relation"] == "next" for link in page["link"])
     assert "b12" not in json.dumps(page["entry"]).lower().replace("b12gp", "")  # Hb only
-    body = sandbox_request(
-        "patient-view",
-        LONG,
-        fhir_server=long_server.base_url,
-        prefetch=prefetch,
-        access_token=long_server.token,
-    )
-    long_server.clear_requests()
-    async with sandbox_client(sandbox_app([long_server.base_url])) as c:
-        r = await c.post(PV, json=body)
+    assert page["total"] > len(page["entry"])  # met once the next pages are in
+    r = await completed_call(long_server, prefetch)
     assert r.status_code == 200, r.text
     kinds = [card["extension"]["card"] for card in r.json()["cards"]]
     assert "treatment" in kinds
@@ -114,6 +125,17 @@ async def test_paginated_prefetch_is_completed_through_the_fallback_fetch(
     asked = long_server.requests
     assert [q.path for q in asked] == ["/fhir/Observation"]
     assert "_getpages" in asked[0].query
+
+
+async def test_paginated_prefetch_whose_pages_fall_short_of_its_total_is_412(
+    long_server: FhirTestServer,
+) -> None:
+    prefetch = first_pages(long_server, LONG)
+    prefetch["observations"]["total"] += 3
+    r = await completed_call(long_server, prefetch)
+    assert r.status_code == 412, r.text
+    reason = r.json()["error"]["reasons"]["observations"]
+    assert reason == f"{PAGINATED}; its next pages: {PARTIAL_TOTAL}"
 
 
 async def test_paginated_required_key_that_cannot_be_followed_is_412_not_all_clear(
@@ -152,14 +174,200 @@ async def test_paginated_optional_key_is_named_not_checked_and_its_first_page_un
     body["prefetch"]["medicationRequests"]["link"] = [
         {"relation": "next", "url": "https://ehr.example.org/fhir/MedicationRequest?page=2"}
     ]
+    await assert_medications_not_checked(body)
+
+
+async def assert_medications_not_checked(body: dict[str, Any]) -> None:
+    """s7's call answered without its medicationRequests, named "Not checked"."""
     async with client() as c:
         r = await c.post(PV, json=body)
     assert r.status_code == 200, r.text
     cards = r.json()["cards"]
     treatment = next(c for c in cards if c["extension"]["card"] == "treatment")
     assert "**Not checked**" in treatment["detail"] and "medicationRequests" in treatment["detail"]
-    # The first page's current B12 therapy is not read as the whole list (no S7 on half a list).
+    # The current B12 therapy on part of the list is not read as the whole list (no S7).
     assert not any(c["extension"]["card"] == "safety-S7" for c in cards)
+
+
+def _outcome(severity: str, code: str, diagnostics: str) -> dict[str, Any]:
+    return {
+        "resource": {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
+        },
+        "search": {"mode": "outcome"},
+    }
+
+
+def _with_outcome(severity: str, code: str, diagnostics: str) -> Any:
+    def shape(bundle: dict[str, Any]) -> None:
+        bundle["entry"].append(_outcome(severity, code, diagnostics))
+
+    return shape
+
+
+def _total_plus(extra: int) -> Any:
+    def shape(bundle: dict[str, Any]) -> None:
+        bundle["total"] = len(bundle["entry"]) + extra
+
+    return shape
+
+
+def _without_mode_and_outcome(bundle: dict[str, Any]) -> None:
+    """An OperationOutcome entry without `search.mode`: still not a match."""
+    bundle["entry"].append(
+        {"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}}
+    )
+
+
+PARTIAL = {
+    "error outcome": _with_outcome("error", "exception", "query timed out in shard 2"),
+    "fatal outcome": _with_outcome("fatal", "exception", "backend unavailable"),
+    "warning: incomplete": _with_outcome("warning", "incomplete", "more results exist"),
+    "warning says truncated": _with_outcome(
+        "warning", "processing", "Search results truncated: only the first 2 of 140 returned"
+    ),
+    "outcome without a mode": _without_mode_and_outcome,
+    "total above the matches, no next link": _total_plus(138),
+}
+PARTIAL_WHY = {
+    "total above the matches, no next link": PARTIAL_TOTAL,
+}
+
+
+def _partial_why(shape: str) -> str:
+    return PARTIAL_WHY.get(shape, PARTIAL_OUTCOME)
+
+
+@pytest.mark.parametrize("shape", PARTIAL.keys())
+async def test_a_partial_required_bundle_is_412_naming_the_key_and_why(shape: str) -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    PARTIAL[shape](body["prefetch"]["observations"])
+    body.pop("fhirServer", None)
+    body.pop("fhirAuthorization", None)
+    async with client() as c:
+        r = await c.post(PV, json=body)
+    assert r.status_code == 412, r.text
+    error = r.json()["error"]
+    assert error["missing"] == ["observations"]
+    assert error["reasons"]["observations"] == f"{_partial_why(shape)}; no fhirServer given"
+    # What the EHR wrote in its OperationOutcome is never echoed.
+    assert "140" not in r.text and "shard" not in r.text
+
+
+@pytest.mark.parametrize("shape", PARTIAL.keys())
+async def test_a_partial_optional_bundle_is_named_not_checked_and_not_used(shape: str) -> None:
+    body = golden_request("s7-active-b12-therapy", "patient-view")
+    PARTIAL[shape](body["prefetch"]["medicationRequests"])
+    await assert_medications_not_checked(body)
+
+
+def _no_total(bundle: dict[str, Any]) -> None:
+    bundle.pop("total", None)
+
+
+def _total_below(bundle: dict[str, Any]) -> None:
+    bundle["total"] = 0
+
+
+WHOLE = {
+    "total equal to the matches": lambda bundle: None,
+    "no total": _no_total,
+    "total below the matches": _total_below,
+    "information outcome": _with_outcome("information", "informational", "results truncated"),
+    "warning that leaves nothing out": _with_outcome("warning", "processing", "code unknown"),
+}
+
+
+@pytest.mark.parametrize("shape", WHOLE.keys())
+async def test_a_whole_bundle_answers_as_without_the_shape(shape: str) -> None:
+    body = golden_request("s7-active-b12-therapy", "patient-view")
+    async with client() as c:
+        before = await c.post(PV, json=body)
+        for key in ("observations", "medicationRequests"):
+            WHOLE[shape](body["prefetch"][key])
+        after = await c.post(PV, json=body)
+    assert before.status_code == after.status_code == 200, after.text
+    assert clinical(after.json()["cards"]) == clinical(before.json()["cards"])
+    assert "**Not checked**" not in after.text
+
+
+async def test_included_resources_are_not_counted_as_matches() -> None:
+    body = golden_request("med-referenced-medication-b12-statement", "patient-view")
+    statements = body["prefetch"]["medicationStatements"]
+    modes = [e["search"]["mode"] for e in statements["entry"]]
+    assert "include" in modes and statements["total"] == modes.count("match")
+    async with client() as c:
+        whole = await c.post(PV, json=body)
+        statements["total"] += 1
+        short = await c.post(PV, json=body)
+    assert whole.status_code == short.status_code == 200, short.text
+    assert "**Not checked**" not in whole.text
+    assert "medicationStatements" in short.text and "**Not checked**" in short.text
+
+
+async def test_a_partial_bundle_is_searched_again_through_the_fallback_fetch(
+    fhir_server: FhirTestServer,
+) -> None:
+    slug = "t6-unspecified-low-b12"
+    body = without_prefetch(golden_request(slug, "patient-view"), fhir_server, *PREFETCH)
+    whole = await post_fetching(body)
+    PARTIAL["warning says truncated"](body["prefetch"]["observations"])
+    fhir_server.clear_requests()
+    again = await post_fetching(body)
+    assert whole.status_code == again.status_code == 200, again.text
+    assert clinical(again.json()["cards"]) == clinical(whole.json()["cards"])
+    assert [q.path for q in fhir_server.requests] == ["/fhir/Observation"]
+
+
+async def test_a_partial_bundle_the_server_also_cuts_short_is_412_saying_both(
+    fhir_server: FhirTestServer,
+) -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    PARTIAL["total above the matches, no next link"](body["prefetch"]["observations"])
+    fetching = without_prefetch(body, fhir_server, *PREFETCH)
+    fhir_server.set_mode("500", "Observation")
+    r = await post_fetching(fetching)
+    assert r.status_code == 412, r.text
+    reason = r.json()["error"]["reasons"]["observations"]
+    assert reason.startswith(f"{PARTIAL_TOTAL}; searched again: ")
+
+
+def _large(bundle: dict[str, Any], results: int) -> None:
+    """`results` more old haemoglobin results: a request the reading process cuts down."""
+    hb = next(e for e in bundle["entry"] if "718-7" in json.dumps(e["resource"]["code"]))
+    for i in range(results):
+        old = copy.deepcopy(hb)
+        old["resource"]["id"] = f"hb-old-{i}"
+        old["resource"]["effectiveDateTime"] = f"{2019 - i // 12:04d}-{1 + i % 12:02d}-01"
+        old["resource"].pop("issued", None)
+        bundle["entry"].insert(0, old)
+    bundle["total"] = len(bundle["entry"])
+
+
+LARGE = {
+    "whole": (lambda bundle: None, 200),
+    "total above the matches": (_total_plus(1), 412),
+    "truncation warning": (PARTIAL["warning: incomplete"], 412),
+}
+
+
+@pytest.mark.parametrize("shape", LARGE.keys())
+async def test_a_large_request_is_read_partial_or_whole_as_the_whole_would_be(shape: str) -> None:
+    body = golden_request("t6-unspecified-low-b12", "patient-view")
+    observations = body["prefetch"]["observations"]
+    _large(observations, 1500)
+    change, status = LARGE[shape]
+    change(observations)
+    assert len(json.dumps(body)) > OFFLOAD_BYTES
+    await process_pool(1).ready()
+    async with client() as c:
+        r = await c.post(PV, json=body)
+    assert r.status_code == status, r.text
+    if status == 412:
+        assert r.json()["error"]["missing"] == ["observations"]
+    else:
+        assert any(card["extension"]["card"] == "treatment" for card in r.json()["cards"])
 
 
 # --- 4. another patient's data ---------------------------------------------------------------

@@ -20,11 +20,12 @@ from fhirserver import FhirTestServer
 from cds_service import record_source
 from cds_service.fetch import Allowlist
 from cds_service.hooks import router
-from cds_service.hooks.fetched_pages import FetchedPages
+from cds_service.hooks.fetched_pages import FetchedPages, read_page
+from cds_service.hooks.prefetch import PARTIAL_OUTCOME, RecordScope
 from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 
 from .fetching import PV, fetching_app, without_prefetch
-from .helpers import client, golden_request
+from .helpers import START, client, golden_request
 from .test_fallback_fetch import apply_from, clinical
 
 pytestmark = pytest.mark.anyio
@@ -172,3 +173,26 @@ async def test_apply_reading_a_large_page_gets_the_answer_the_whole_page_gets(
     else:
         assert offloaded.status_code == 412
         assert "observations" in offloaded.json()["issue"][0]["diagnostics"]
+
+
+def test_a_large_page_whose_outcome_says_it_is_partial_fails_before_it_is_cut_down() -> None:
+    """The cut-down page would hold no OperationOutcome: the whole page is judged."""
+    bundle = long_history(5)
+    entries = [
+        {"resource": e["resource"], "search": {"mode": "match"}}
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    ]
+    issue = {"severity": "warning", "code": "incomplete", "diagnostics": "2 of 140"}
+    page = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+    whole = read_page(json.dumps(page).encode(), "observations", PATIENT, RecordScope(), START)
+    assert whole.bundle is not None and whole.matches == len(entries)
+    page["entry"] = [
+        *entries,
+        {
+            "resource": {"resourceType": "OperationOutcome", "issue": [issue]},
+            "search": {"mode": "outcome"},
+        },
+    ]
+    partial = read_page(json.dumps(page).encode(), "observations", PATIENT, RecordScope(), START)
+    assert (partial.bundle, partial.reason) == (None, PARTIAL_OUTCOME)
