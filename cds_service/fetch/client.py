@@ -37,7 +37,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from yarl import URL
 
-from cds_service.hooks.prefetch import match_count, short_of_total, total_of
+from cds_service.fhir.search_completeness import match_count, short_of_total, total_of
 
 from .allowlist import Allowlist, is_under
 from .budget import BudgetExceededError, MemoryBudget, current_usage, fetch_scope

@@ -16,7 +16,7 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 
-from cds_service.hooks.prefetch import partial_outcome
+from cds_service.fhir.search_completeness import partial_outcome
 
 from .errors import INVALID_FETCHED
 

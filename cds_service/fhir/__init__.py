@@ -1,1 +1,1 @@
-"""FHIR output: the regimen and findings as FHIR R4 resources (plain JSON-ready dicts)."""
+"""FHIR: the regimen and findings as R4 resources, strict validation, and search answers."""

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from cds_service.fetch.pages import QueryFailed, ReadPage, check_page, parse
-from cds_service.hooks.prefetch import PrefetchError, RecordScope, match_count, resources_of
+from cds_service.fhir.search_completeness import match_count
+from cds_service.hooks.prefetch import PrefetchError, RecordScope, resources_of
 from cds_service.offload.pool import OFFLOAD_BYTES, ReaderPool
 from cds_service.offload.relevant import relevant_bundle
 

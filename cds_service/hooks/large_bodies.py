@@ -18,9 +18,10 @@ import orjson
 
 from cds_service.api_errors import ApiError
 from cds_service.clinical.raw import OBJECT
+from cds_service.fhir.search_completeness import match_count, total_of
 from cds_service.hooks.limits import Caps, TooLargeError, check_caps
 from cds_service.hooks.models import RequestError, parse_hook_request
-from cds_service.hooks.prefetch import PrefetchError, match_count, read_prefetch, total_of
+from cds_service.hooks.prefetch import PrefetchError, read_prefetch
 from cds_service.hooks.prefetch_templates import PREFETCH
 from cds_service.offload.pool import ReaderPool
 from cds_service.offload.relevant import relevant_bundle

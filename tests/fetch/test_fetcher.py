@@ -21,7 +21,7 @@ from cds_service.fetch import (
     unavailable_outcome,
     unavailable_reason,
 )
-from cds_service.hooks.prefetch import PARTIAL_OUTCOME, PARTIAL_TOTAL
+from cds_service.fhir.search_completeness import PARTIAL_OUTCOME, PARTIAL_TOTAL
 
 from .stub import Canned, StubServer
 

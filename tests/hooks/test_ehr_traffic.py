@@ -25,7 +25,8 @@ from support import golden_bundle, isolated_settings
 
 from cds_service.app import create_app
 from cds_service.fetch import Allowlist, FhirFetcher
-from cds_service.hooks.prefetch import PAGINATED, PARTIAL_OUTCOME, PARTIAL_TOTAL
+from cds_service.fhir.search_completeness import PARTIAL_OUTCOME, PARTIAL_TOTAL
+from cds_service.hooks.prefetch import PAGINATED
 from cds_service.hooks.prefetch_templates import PREFETCH
 from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 

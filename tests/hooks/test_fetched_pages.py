@@ -19,9 +19,10 @@ from fhirserver import FhirTestServer
 
 from cds_service import record_source
 from cds_service.fetch import Allowlist
+from cds_service.fhir.search_completeness import PARTIAL_OUTCOME
 from cds_service.hooks import router
 from cds_service.hooks.fetched_pages import FetchedPages, read_page
-from cds_service.hooks.prefetch import PARTIAL_OUTCOME, RecordScope
+from cds_service.hooks.prefetch import RecordScope
 from cds_service.offload.pool import OFFLOAD_BYTES, process_pool
 
 from .fetching import PV, fetching_app, without_prefetch
