@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from itertools import combinations
 from typing import Any
 
 from cds_service.clinical.codes import code_index
@@ -21,7 +22,12 @@ from cds_service.clinical.facts import CodedRecord, Facts, LabResult
 from cds_service.clinical.lengths import length_in_text, length_quantity, longest
 from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.references import resolve
-from cds_service.clinical.units import read_qualitative, read_quantity
+from cds_service.clinical.units import (
+    display_number,
+    read_qualitative,
+    read_quantity,
+    same_value,
+)
 from cds_service.fhir.validation import resource_validator
 from cds_service.protocol import Protocol
 
@@ -197,14 +203,44 @@ def _parse_text(value: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _effective(resource: Resource) -> datetime | None:
+def _times(resource: Resource) -> tuple[Any, ...]:
+    """Where a result's time is read from, first readable one first."""
     period = resource.get("effectivePeriod")
     return (
-        _parse_when(resource.get("effectiveDateTime"))
-        or _parse_when(resource.get("effectiveInstant"))
-        or (_parse_when(period.get("start")) if isinstance(period, OBJECT) else None)
-        or _parse_when(resource.get("issued"))
+        resource.get("effectiveDateTime"),
+        resource.get("effectiveInstant"),
+        period.get("start") if isinstance(period, OBJECT) else None,
+        resource.get("issued"),
     )
+
+
+def _effective(resource: Resource) -> datetime | None:
+    for value in _times(resource):
+        parsed = _parse_when(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _date_only(resource: Resource) -> bool:
+    """Whether the time `_effective` reads is a date with no time of day: such a result could
+    have been taken at any hour of that day (protocol D10)."""
+    for value in _times(resource):
+        if isinstance(value, str) and _parse_when(value) is not None:
+            return len(value) <= 10
+    return False
+
+
+def _tied(
+    when: datetime | None, res: Resource, other: datetime | None, other_res: Resource
+) -> bool:
+    """Two results tie for the latest when neither is known to be later (protocol D10): the
+    same instant, or the same day when either gives only a date."""
+    if when is None or other is None:
+        return False
+    if when == other:
+        return True
+    return when.date() == other.date() and (_date_only(res) or _date_only(other_res))
 
 
 #: (type, id) -> resource: the Medications of a record, for `medicationReference`.
@@ -458,17 +494,24 @@ class FactExtractor:
                 for p in procedures
             ]
         # The latest *usable* result per analyte decides (protocol D9); newer unusable ones are
-        # set aside and named. Only the deciding result is validated when a rule reads it: a
-        # two-year history would otherwise cost more to validate than the assessment.
+        # set aside and named. Latest results that tie and disagree decide nothing (D10). Only
+        # the deciding result is validated when a rule reads it: a two-year history would
+        # otherwise cost more to validate than the assessment.
         read: dict[str, tuple[LabResult, Resource]] = {}
         unusable: list[LabResult] = []
+        conflicting: list[LabResult] = []
         set_aside: dict[str, Resource] = {}
         for name, found in history.items():
             found.sort(key=lambda item: item[0] or _UNDATED, reverse=True)
-            for when, res in found:
+            for position, (when, res) in enumerate(found):
                 result = self._result(name, res, when, today)
                 if result.usable:
-                    read[name] = (result, res)
+                    tied = self._tied_usable(name, found, position, result, today)
+                    if len(tied) == 1:
+                        read[name] = (result, res)
+                    else:
+                        conflicting += [r for r, _ in tied]
+                        set_aside.update((r.reference, tied_res) for r, tied_res in tied)
                     break
                 unusable.append(result)
                 set_aside[result.reference] = res
@@ -486,6 +529,7 @@ class FactExtractor:
             unchecked_medications=tuple(unchecked),
             results=CheckedResults(read, set_aside),
             unusable=tuple(unusable),
+            conflicting=tuple(conflicting),
         )
 
     def relevant(
@@ -495,10 +539,11 @@ class FactExtractor:
 
         `extract(relevant(r, today=d), today=d)` gives the same Facts as `extract(r, today=d)`
         (a test holds them to it). Of each analyte's results it keeps the newest ones down to
-        the first usable result, the one that decides (and the analyte's first in the record,
-        which fixes its place); older results are never read. A large
-        record is cut down to this before it is handed on, so the work that stays on the event
-        loop is proportional to what the rules read, not to the size of the record.
+        the first usable result, the one that decides, with the results that tie with it
+        (protocol D10) and the analyte's first in the record, which fixes its place; older
+        results are never read. A large record is cut down to this before it is handed on, so
+        the work that stays on the event loop is proportional to what the rules read, not to
+        the size of the record.
         """
         keep: list[Resource] = []
         results: dict[str, list[tuple[datetime | None, int]]] = {}
@@ -532,8 +577,10 @@ class FactExtractor:
                 if usable:
                     dropped.update(
                         i
-                        for _, i in found[position + 1 :]
-                        if i != first and self._procedure_parts(keep[i]) is None
+                        for other, i in found[position + 1 :]
+                        if i != first
+                        and self._procedure_parts(keep[i]) is None
+                        and not _tied(when, res, other, keep[i])
                     )
                     break
         return [res for i, res in enumerate(keep) if i not in dropped]
@@ -722,6 +769,35 @@ class FactExtractor:
             if name:
                 return name
         return None
+
+    def _tied_usable(
+        self,
+        analyte: str,
+        found: list[tuple[datetime | None, Resource]],
+        position: int,
+        latest: LabResult,
+        today: date | None,
+    ) -> list[tuple[LabResult, Resource]]:
+        """The latest usable result alone, or, when usable results that tie with it disagree
+        with it or each other (protocol D10), all of them, lowest value first. `found` is
+        newest first; a result tied by its day alone may sort anywhere in that day."""
+        when, res = found[position]
+        tied = [(latest, res)]
+        for other, other_res in found[position + 1 :]:
+            if _tied(when, res, other, other_res):
+                result = self._result(analyte, other_res, other, today)
+                if result.usable:
+                    tied.append((result, other_res))
+        spec = self.protocol.observations.analytes[analyte]
+        results = [r for r, _ in tied]
+        if all(same_value(a, b, spec) for a, b in combinations(results, 2)):
+            return tied[:1]
+
+        def order(item: tuple[LabResult, Resource]) -> tuple[float, bool, str]:
+            result = item[0]
+            return (display_number(result, spec) or 0.0, bool(result.positive), result.reference)
+
+        return sorted(tied, key=order)
 
     def _result(
         self, analyte: str, res: Resource, when: datetime | None, today: date | None

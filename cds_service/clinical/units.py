@@ -6,6 +6,7 @@ and named on the cards so the clinician knows why it was not used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -145,3 +146,35 @@ def display_value(result: LabResult, spec: Analyte) -> str:
     if not factor:
         return result.shown
     return f"{result.shown} (= {result.value * factor:.0f} {spec.display_unit})"
+
+
+def _in_unit(result: LabResult, unit: str, spec: Analyte) -> tuple[float, bool] | None:
+    """The value in `unit` and whether a factor between unit families was needed for it."""
+    if result.value is None or result.unit is None:
+        return None
+    if result.unit == unit:
+        return result.value, False
+    factor = spec.conversions.get(result.unit, {}).get(unit)
+    return (result.value * factor, True) if factor else None
+
+
+def display_number(result: LabResult, spec: Analyte) -> float | None:
+    """The value in the analyte's display unit, to order results that tie (protocol D10)."""
+    found = _in_unit(result, spec.display_unit or result.unit or "", spec)
+    return found[0] if found else None
+
+
+def same_value(a: LabResult, b: LabResult, spec: Analyte) -> bool:
+    """Whether two results that tie for the latest say the same (protocol D10): 300 pg/mL and
+    221 pmol/L do. A value that cannot be brought into the other's unit never agrees, so a
+    pair the protocol cannot compare counts as conflicting rather than being guessed."""
+    if spec.qualitative:
+        return a.positive == b.positive
+    unit = spec.display_unit or a.unit or ""
+    first, second = _in_unit(a, unit, spec), _in_unit(b, unit, spec)
+    if first is None or second is None:
+        return False
+    if math.isclose(first[0], second[0], rel_tol=1e-9):
+        return True
+    converted = first[1] or second[1]
+    return converted and abs(first[0] - second[0]) < spec.same_value_within

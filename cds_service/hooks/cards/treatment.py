@@ -216,9 +216,9 @@ class TreatmentCards(CardParts):
             lines.append(rule.review_card_note or rule.review_note or "")
         if ctx.not_checked:
             lines.append("**Not checked** (not sent by the EHR): " + ", ".join(ctx.not_checked))
-        set_aside = [*a.unusable, *a.stale]
+        set_aside = [*a.unusable, *a.stale, *a.conflicting]
         if set_aside:
-            # Named in full on the card of results set aside (D9); here only what they were.
+            # Named in full on their cards (D9, D10); here only what they were.
             names = ", ".join(dict.fromkeys(self.title_of(r.analyte) for r in set_aside))
             lines.append(f"Set aside (see its card): {names}")
         lines.append("Untreated > 3 months risks permanent spinal-cord damage.")
