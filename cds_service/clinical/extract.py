@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
-from itertools import combinations
 from typing import Any
 
 from cds_service.clinical.codes import code_index
@@ -23,10 +22,11 @@ from cds_service.clinical.lengths import length_in_text, length_quantity, longes
 from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.references import resolve
 from cds_service.clinical.units import (
+    disagree,
     display_number,
     read_qualitative,
     read_quantity,
-    same_value,
+    value_key,
 )
 from cds_service.fhir.validation import resource_validator
 from cds_service.protocol import Protocol
@@ -506,12 +506,13 @@ class FactExtractor:
             for position, (when, res) in enumerate(found):
                 result = self._result(name, res, when, today)
                 if result.usable:
-                    tied = self._tied_usable(name, found, position, result, today)
-                    if len(tied) == 1:
+                    ties = self._ties(name, found[position:], result, today)
+                    disagreeing = self._conflicting(name, ties)
+                    if not disagreeing:
                         read[name] = (result, res)
                     else:
-                        conflicting += [r for r, _ in tied]
-                        set_aside.update((r.reference, tied_res) for r, tied_res in tied)
+                        conflicting += disagreeing
+                        set_aside.update((r.reference, found[position + i][1]) for i, r in ties)
                     break
                 unusable.append(result)
                 set_aside[result.reference] = res
@@ -575,15 +576,32 @@ class FactExtractor:
                 except Exception:  # noqa: BLE001 - extract meets the same error on it
                     usable = False
                 if usable:
+                    tied = self._kept_ties(
+                        analyte, [(w, keep[i]) for w, i in found[position:]], today
+                    )
                     dropped.update(
                         i
-                        for other, i in found[position + 1 :]
-                        if i != first
+                        for offset, (_, i) in enumerate(found[position:])
+                        if offset > 0
+                        and offset not in tied
+                        and i != first
                         and self._procedure_parts(keep[i]) is None
-                        and not _tied(when, res, other, keep[i])
                     )
                     break
         return [res for i, res in enumerate(keep) if i not in dropped]
+
+    def _kept_ties(
+        self, analyte: str, found: list[tuple[datetime | None, Resource]], today: date | None
+    ) -> set[int]:
+        """The indices into `found` (newest first from the deciding result) that `extract`
+        reads as ties (protocol D10); every tied one when reading them fails, since `extract`
+        then meets the same error."""
+        when, res = found[0]
+        try:
+            latest = self._result(analyte, res, when, today)
+            return {index for index, _ in self._ties(analyte, found, latest, today)}
+        except Exception:  # noqa: BLE001 - extract meets the same error on it
+            return {i for i, (other, r) in enumerate(found) if _tied(when, res, other, r)}
 
     def _counts(self, res: Resource) -> bool:
         """Whether `extract` reads this resource (Observations aside: see `relevant`)."""
@@ -770,34 +788,36 @@ class FactExtractor:
                 return name
         return None
 
-    def _tied_usable(
+    def _ties(
         self,
         analyte: str,
         found: list[tuple[datetime | None, Resource]],
-        position: int,
         latest: LabResult,
         today: date | None,
-    ) -> list[tuple[LabResult, Resource]]:
-        """The latest usable result alone, or, when usable results that tie with it disagree
-        with it or each other (protocol D10), all of them, lowest value first. `found` is
-        newest first; a result tied by its day alone may sort anywhere in that day."""
-        when, res = found[position]
-        tied = [(latest, res)]
-        for other, other_res in found[position + 1 :]:
+    ) -> list[tuple[int, LabResult]]:
+        """`found[0]` is the latest usable result: it and the first usable result of each
+        other value that ties with it (protocol D10), by index into `found`. Duplicates of a
+        value count once, so a record of thousands of copies of one result stays cheap."""
+        when, res = found[0]
+        distinct = {value_key(latest): (0, latest)}
+        for index, (other, other_res) in enumerate(found[1:], start=1):
             if _tied(when, res, other, other_res):
                 result = self._result(analyte, other_res, other, today)
                 if result.usable:
-                    tied.append((result, other_res))
-        spec = self.protocol.observations.analytes[analyte]
-        results = [r for r, _ in tied]
-        if all(same_value(a, b, spec) for a, b in combinations(results, 2)):
-            return tied[:1]
+                    distinct.setdefault(value_key(result), (index, result))
+        return list(distinct.values())
 
-        def order(item: tuple[LabResult, Resource]) -> tuple[float, bool, str]:
-            result = item[0]
+    def _conflicting(self, analyte: str, ties: list[tuple[int, LabResult]]) -> list[LabResult]:
+        """The tied results, lowest value first, when they disagree; else none."""
+        spec = self.protocol.observations.analytes[analyte]
+        results = [r for _, r in ties]
+        if len(results) < 2 or not disagree(results, spec):
+            return []
+
+        def order(result: LabResult) -> tuple[float, bool, str]:
             return (display_number(result, spec) or 0.0, bool(result.positive), result.reference)
 
-        return sorted(tied, key=order)
+        return sorted(results, key=order)
 
     def _result(
         self, analyte: str, res: Resource, when: datetime | None, today: date | None
