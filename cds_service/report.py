@@ -36,6 +36,8 @@ def render(plan: Plan) -> str:
         lines.append(f"  - NOT USABLE {r.analyte}: {r.shown} ({r.problem}) [{r.reference}]")
     for r in a.stale:
         lines.append(f"  - STALE {r.analyte}: {r.shown} ({r.date_text}) [{r.reference}]")
+    for r in a.conflicting:
+        lines.append(f"  - CONFLICTING {r.analyte}: {r.shown} ({r.date_text}) [{r.reference}]")
     for f in a.findings:
         lines.append(f"Safety {f.rule.id} ({f.rule.indicator}): {f.rule.summary}")
         for e in f.evidence:

@@ -94,6 +94,26 @@ def test_results_of_the_same_day_keep_their_order() -> None:
     assert_same_facts(record.resources)
 
 
+def test_results_that_tie_with_the_deciding_one_are_kept() -> None:
+    """A date-only result ties with any result of its day (D10), wherever its time sorts."""
+    record = Record().b12(95, when="2026-11-10T09:00:00Z").b12(120, when="2026-06-01")
+    record.b12(410, when="2026-11-10").b12(300, when="2026-11-10T02:00:00+05:00")
+    kept = assert_same_facts(record.resources)
+    assert [r["id"] for r in kept] == ["p1", "obs-1", "obs-3"]
+    facts = EXTRACTOR.extract(kept, today=TODAY)
+    assert [r.reference for r in facts.conflicting] == ["Observation/obs-1", "Observation/obs-3"]
+
+
+def test_copies_of_a_tied_value_are_read_once() -> None:
+    record = Record()
+    for value in (95, 95, 410, 95):
+        record.b12(value, when="2026-11-10")
+    kept = assert_same_facts(record.resources)
+    assert [r["id"] for r in kept] == ["p1", "obs-1", "obs-3"]
+    facts = EXTRACTOR.extract(kept, today=TODAY)
+    assert [r.shown for r in facts.conflicting] == ["95 pmol/L", "410 pmol/L"]
+
+
 def test_an_invalid_deciding_result_is_kept_so_it_is_still_refused() -> None:
     resources = history(1)
     b12 = next(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
+from answers import answer, created, kind
 from records import ICD, RXNORM, SNOMED, UCUM, Record
 
 from cds_service.clinical.extract import InvalidResourceError, _codings, _words
@@ -836,6 +838,101 @@ def test_D9_only_results_within_the_recency_window_decide() -> None:
     assert plan(old_antibody).assessment.type == "pernicious-anemia"
     with_d1 = plan(Record().condition(ICD, "D51.9").b12(90, when="2024-01-01")).assessment
     assert with_d1.status == "confirmed" and "D9" in with_d1.deficiency_rules
+
+
+# --- D10: latest results that tie and disagree decide nothing --------------------------------
+
+DRAWN = "2026-11-10T09:00:00Z"
+
+
+def _b12s(*results: tuple[float, str, str]) -> Record:
+    record = Record()
+    for value, unit, when in results:
+        record.b12(value, unit, when=when)
+    return record
+
+
+def _conflict_card(record: Record) -> dict[str, Any]:
+    cards = answer(ENGINE, record.resources, start=START)
+    assert not [r for c in cards for r in created(c) if r["resourceType"] == "MedicationRequest"]
+    [card] = [c for c in cards if kind(c) == "conflicting-results"]
+    return card
+
+
+def test_D10_latest_results_that_disagree_decide_nothing() -> None:
+    summaries = set()
+    for values in ((95, 410), (410, 95)):
+        record = _b12s(*((v, "pmol/L", DRAWN) for v in values))
+        p = plan(record)
+        a = p.assessment
+        assert (a.status, a.deficiency_rules) == ("unknown", ("D6", "D10"))
+        assert p.recommended is None and "b12" not in a.facts.results
+        assert [r.shown for r in a.conflicting] == ["95 pmol/L", "410 pmol/L"]
+        card = _conflict_card(record)
+        assert card["indicator"] == "warning" and "D10" in card["extension"]["rules"]
+        for r in a.conflicting:
+            assert f"{r.shown} (2026-11-10, `{r.reference}`)" in card["detail"]
+        assert [s["label"] for s in card["suggestions"]] == ["Order serum vitamin B12"]
+        summaries.add(card["summary"])
+    assert summaries == {
+        "Serum vitamin B12 (cobalamin) results of 2026-11-10 disagree (95 pmol/L, 410 pmol/L): "
+        "repeat the test"
+    }
+
+
+def test_D10_a_date_only_result_ties_with_any_result_of_its_day() -> None:
+    for other in ("2026-11-10T15:30:00Z", "2026-11-10T02:00:00+05:00"):
+        a = plan(_b12s((95, "pmol/L", "2026-11-10"), (410, "pmol/L", other))).assessment
+        assert (a.status, a.deficiency_rules) == ("unknown", ("D6", "D10")), other
+    # Two times of the same day are not a tie: the later one decides.
+    timed = _b12s((95, "pmol/L", "2026-11-10T08:00:00Z"), (410, "pmol/L", "2026-11-10T15:30:00Z"))
+    assert plan(timed).assessment.deficiency_rules == ("D5",)
+
+
+def test_D10_the_same_value_in_two_units_is_no_conflict() -> None:
+    for pair in (
+        ((300, "pg/mL"), (221, "pmol/L")),
+        ((500, "pg/mL"), (369, "pmol/L")),
+        ((0.369, "nmol/L"), (369, "pmol/L")),
+    ):
+        a = plan(_b12s(*((v, unit, DRAWN) for v, unit in pair))).assessment
+        assert not a.conflicting and "D10" not in a.deficiency_rules, pair
+        assert a.status in ("indeterminate", "not-deficient"), pair
+    # The card shows a converted value beside the one received.
+    card = _conflict_card(_b12s((520, "pg/mL", DRAWN), (98, "pmol/L", DRAWN)))
+    assert "520 pg/mL (= 384 pmol/L) (2026-11-10" in card["detail"]
+    assert "98 pmol/L (2026-11-10" in card["detail"]
+
+
+def test_D10_a_newer_result_after_a_conflicting_pair_decides_as_before() -> None:
+    record = _b12s((95, "pmol/L", DRAWN), (410, "pmol/L", DRAWN), (120, "pmol/L", "2026-11-20"))
+    newer = plan(record)
+    alone = plan(_b12s((120, "pmol/L", "2026-11-20")))
+    assert not newer.assessment.conflicting
+    assert newer.assessment.deficiency_rules == alone.assessment.deficiency_rules == ("D2",)
+    assert newer.recommended is not None and alone.recommended is not None
+    assert newer.recommended.regimen_id == alone.recommended.regimen_id
+    cards = answer(ENGINE, record.resources, start=START)
+    assert "conflicting-results" not in [kind(c) for c in cards]
+
+
+def test_D10_an_older_result_does_not_decide_past_a_newer_conflicting_pair() -> None:
+    older = (120, "pmol/L", "2026-09-01")
+    a = plan(_b12s(older, (95, "pmol/L", DRAWN), (410, "pmol/L", DRAWN))).assessment
+    assert (a.status, a.deficiency_rules) == ("unknown", ("D6", "D10"))
+    assert [r.shown for r in a.conflicting] == ["95 pmol/L", "410 pmol/L"]
+    # A recorded diagnosis still confirms; the disagreeing results are still named.
+    record = _b12s(older, (95, "pmol/L", DRAWN), (410, "pmol/L", DRAWN)).condition(ICD, "D51.9")
+    with_d1 = plan(record).assessment
+    assert with_d1.status == "confirmed" and with_d1.deficiency_rules == ("D1", "D10")
+
+
+def test_D10_a_positive_and_a_negative_antibody_of_one_time_set_no_type() -> None:
+    record = low_b12().qualitative("31444-3", "Positive", when=DRAWN)
+    record.qualitative("31444-3", "Negative", when=DRAWN)
+    a = plan(record).assessment
+    assert (a.type, a.deficiency_rules) == ("unspecified", ("D2", "D10"))
+    assert [r.positive for r in a.conflicting] == [False, True]
 
 
 # --- D8: functional deficiency suspected despite a normal or borderline B12 (protocol 1.1) --

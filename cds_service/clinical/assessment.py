@@ -79,6 +79,11 @@ class Assessment:
         return self.facts.unusable_results
 
     @property
+    def conflicting(self) -> tuple[LabResult, ...]:
+        """Latest results that tie and disagree (protocol D10): named, never read."""
+        return self.facts.conflicting_results
+
+    @property
     def schedule_allowed(self) -> bool:
         """A regimen may be computed: confirmed, a treatable type, nothing contraindicating it."""
         return (
@@ -125,11 +130,15 @@ class Assessor:
             for r in (*facts.medications, *facts.draft_medications)
             if self.codes.matches("b12_product", r.codings, r.words)
         )
-        facts, stale = self._recent_only(facts, day, prof.result_recency_days)
+        facts, stale = self._recent_only(
+            self._current_conflicts(facts, day), day, prof.result_recency_days
+        )
         scope = Scope(self.protocol, prof, facts, self.codes, day, b12_therapy=therapy)
         status, d_rules, d_evidence = self._deficiency(scope)
         if facts.unusable or stale:
             d_rules.append("D9")  # results were set aside: the cards name them
+        if facts.conflicting:
+            d_rules.append("D10")  # latest results disagree: none decides, a card names them
         scope.status = status
         scope.deficiency_rules = tuple(d_rules)
         for d_id, d_rule in self.protocol.rules.deficiency_rules.items():
@@ -198,6 +207,20 @@ class Assessor:
             severity_evidence=severity,
             stale=stale,
         )
+
+    def _current_conflicts(self, facts: Facts, day: date) -> Facts:
+        """The facts less conflicting results past their analyte's `applies_for_days`: like a
+        single such result, they no longer describe the patient and are not a test to repeat."""
+        analytes = self.protocol.observations.analytes
+
+        def applies(result: LabResult) -> bool:
+            days = analytes[result.analyte].applies_for_days
+            return days is None or (
+                result.when is not None and (day - result.when.date()).days <= days
+            )
+
+        kept = tuple(r for r in facts.conflicting if applies(r))
+        return facts if len(kept) == len(facts.conflicting) else replace(facts, conflicting=kept)
 
     def _recent_only(
         self, facts: Facts, day: date, window_days: int

@@ -21,7 +21,13 @@ from cds_service.clinical.facts import CodedRecord, Facts, LabResult
 from cds_service.clinical.lengths import length_in_text, length_quantity, longest
 from cds_service.clinical.raw import OBJECT
 from cds_service.clinical.references import resolve
-from cds_service.clinical.units import read_qualitative, read_quantity
+from cds_service.clinical.units import (
+    disagree,
+    display_number,
+    read_qualitative,
+    read_quantity,
+    value_key,
+)
 from cds_service.fhir.validation import resource_validator
 from cds_service.protocol import Protocol
 
@@ -201,14 +207,44 @@ def _parse_text(value: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _effective(resource: Resource) -> datetime | None:
+def _times(resource: Resource) -> tuple[Any, ...]:
+    """Where a result's time is read from, first readable one first."""
     period = resource.get("effectivePeriod")
     return (
-        _parse_when(resource.get("effectiveDateTime"))
-        or _parse_when(resource.get("effectiveInstant"))
-        or (_parse_when(period.get("start")) if isinstance(period, OBJECT) else None)
-        or _parse_when(resource.get("issued"))
+        resource.get("effectiveDateTime"),
+        resource.get("effectiveInstant"),
+        period.get("start") if isinstance(period, OBJECT) else None,
+        resource.get("issued"),
     )
+
+
+def _effective(resource: Resource) -> datetime | None:
+    for value in _times(resource):
+        parsed = _parse_when(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _date_only(resource: Resource) -> bool:
+    """Whether the time `_effective` reads is a date with no time of day: such a result could
+    have been taken at any hour of that day (protocol D10)."""
+    for value in _times(resource):
+        if isinstance(value, str) and _parse_when(value) is not None:
+            return len(value) <= 10
+    return False
+
+
+def _tied(
+    when: datetime | None, res: Resource, other: datetime | None, other_res: Resource
+) -> bool:
+    """Two results tie for the latest when neither is known to be later (protocol D10): the
+    same instant, or the same day when either gives only a date."""
+    if when is None or other is None:
+        return False
+    if when == other:
+        return True
+    return when.date() == other.date() and (_date_only(res) or _date_only(other_res))
 
 
 #: (type, id) -> resource: the Medications of a record, for `medicationReference`.
@@ -477,17 +513,25 @@ class FactExtractor:
                 for p in procedures
             ]
         # The latest *usable* result per analyte decides (protocol D9); newer unusable ones are
-        # set aside and named. Only the deciding result is validated when a rule reads it: a
-        # two-year history would otherwise cost more to validate than the assessment.
+        # set aside and named. Latest results that tie and disagree decide nothing (D10). Only
+        # the deciding result is validated when a rule reads it: a two-year history would
+        # otherwise cost more to validate than the assessment.
         read: dict[str, tuple[LabResult, Resource]] = {}
         unusable: list[LabResult] = []
+        conflicting: list[LabResult] = []
         set_aside: dict[str, Resource] = {}
         for name, found in history.items():
             found.sort(key=lambda item: item[0] or _UNDATED, reverse=True)
-            for when, res in found:
+            for position, (when, res) in enumerate(found):
                 result = self._result(name, res, when, today)
                 if result.usable:
-                    read[name] = (result, res)
+                    ties = self._ties(name, found[position:], result, today)
+                    disagreeing = self._conflicting(name, ties)
+                    if not disagreeing:
+                        read[name] = (result, res)
+                    else:
+                        conflicting += disagreeing
+                        set_aside.update((r.reference, found[position + i][1]) for i, r in ties)
                     break
                 unusable.append(result)
                 set_aside[result.reference] = res
@@ -505,6 +549,7 @@ class FactExtractor:
             unchecked_medications=tuple(unchecked),
             results=CheckedResults(read, set_aside),
             unusable=tuple(unusable),
+            conflicting=tuple(conflicting),
         )
 
     def relevant(
@@ -514,10 +559,11 @@ class FactExtractor:
 
         `extract(relevant(r, today=d), today=d)` gives the same Facts as `extract(r, today=d)`
         (a test holds them to it). Of each analyte's results it keeps the newest ones down to
-        the first usable result, the one that decides (and the analyte's first in the record,
-        which fixes its place); older results are never read. A large
-        record is cut down to this before it is handed on, so the work that stays on the event
-        loop is proportional to what the rules read, not to the size of the record.
+        the first usable result, the one that decides, with the results that tie with it
+        (protocol D10) and the analyte's first in the record, which fixes its place; older
+        results are never read. A large record is cut down to this before it is handed on, so
+        the work that stays on the event loop is proportional to what the rules read, not to
+        the size of the record.
         """
         keep: list[Resource] = []
         results: dict[str, list[tuple[datetime | None, int]]] = {}
@@ -549,13 +595,32 @@ class FactExtractor:
                 except Exception:  # noqa: BLE001 - extract meets the same error on it
                     usable = False
                 if usable:
+                    tied = self._kept_ties(
+                        analyte, [(w, keep[i]) for w, i in found[position:]], today
+                    )
                     dropped.update(
                         i
-                        for _, i in found[position + 1 :]
-                        if i != first and self._procedure_parts(keep[i]) is None
+                        for offset, (_, i) in enumerate(found[position:])
+                        if offset > 0
+                        and offset not in tied
+                        and i != first
+                        and self._procedure_parts(keep[i]) is None
                     )
                     break
         return [res for i, res in enumerate(keep) if i not in dropped]
+
+    def _kept_ties(
+        self, analyte: str, found: list[tuple[datetime | None, Resource]], today: date | None
+    ) -> set[int]:
+        """The indices into `found` (newest first from the deciding result) that `extract`
+        reads as ties (protocol D10); every tied one when reading them fails, since `extract`
+        then meets the same error."""
+        when, res = found[0]
+        try:
+            latest = self._result(analyte, res, when, today)
+            return {index for index, _ in self._ties(analyte, found, latest, today)}
+        except Exception:  # noqa: BLE001 - extract meets the same error on it
+            return {i for i, (other, r) in enumerate(found) if _tied(when, res, other, r)}
 
     def _counts(self, res: Resource) -> bool:
         """Whether `extract` reads this resource (Observations aside: see `relevant`)."""
@@ -744,6 +809,37 @@ class FactExtractor:
             if name:
                 return name
         return None
+
+    def _ties(
+        self,
+        analyte: str,
+        found: list[tuple[datetime | None, Resource]],
+        latest: LabResult,
+        today: date | None,
+    ) -> list[tuple[int, LabResult]]:
+        """`found[0]` is the latest usable result: it and the first usable result of each
+        other value that ties with it (protocol D10), by index into `found`. Duplicates of a
+        value count once, so a record of thousands of copies of one result stays cheap."""
+        when, res = found[0]
+        distinct = {value_key(latest): (0, latest)}
+        for index, (other, other_res) in enumerate(found[1:], start=1):
+            if _tied(when, res, other, other_res):
+                result = self._result(analyte, other_res, other, today)
+                if result.usable:
+                    distinct.setdefault(value_key(result), (index, result))
+        return list(distinct.values())
+
+    def _conflicting(self, analyte: str, ties: list[tuple[int, LabResult]]) -> list[LabResult]:
+        """The tied results, lowest value first, when they disagree; else none."""
+        spec = self.protocol.observations.analytes[analyte]
+        results = [r for _, r in ties]
+        if len(results) < 2 or not disagree(results, spec):
+            return []
+
+        def order(result: LabResult) -> tuple[float, bool, str]:
+            return (display_number(result, spec) or 0.0, bool(result.positive), result.reference)
+
+        return sorted(results, key=order)
 
     def _result(
         self, analyte: str, res: Resource, when: datetime | None, today: date | None

@@ -78,6 +78,10 @@ class Facts:
     #: Results newer than the deciding one that cannot be used (no value, not a number, unknown
     #: unit, implausible, dated after today), newest first per analyte: named on the cards.
     unusable: tuple[LabResult, ...] = ()
+    #: Usable results that tie for an analyte's latest and disagree (protocol D10): neither
+    #: they nor any older result of that analyte decide, so it is missing from `results`.
+    #: Lowest value first, so the answer does not depend on the order of the record.
+    conflicting: tuple[LabResult, ...] = ()
 
     @property
     def confirmed_conditions(self) -> tuple[CodedRecord, ...]:
@@ -99,12 +103,20 @@ class Facts:
 
     @property
     def unusable_results(self) -> tuple[LabResult, ...]:
-        """Shown on a card, so their resources are validated like any other result's."""
+        return self._validated(self.unusable)
+
+    @property
+    def conflicting_results(self) -> tuple[LabResult, ...]:
+        return self._validated(self.conflicting)
+
+    def _validated(self, shown: tuple[LabResult, ...]) -> tuple[LabResult, ...]:
+        """Results no rule reads but a card shows: their resources are validated like any
+        other result's, so invalid FHIR is refused rather than shown."""
         validate = getattr(self.results, "validate", None)
         if validate is not None:
-            for r in self.unusable:
+            for r in shown:
                 validate(r.reference)
-        return self.unusable
+        return shown
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ and named on the cards so the clinician knows why it was not used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from itertools import combinations
 from typing import Any
 
 from cds_service.clinical.facts import LabResult
@@ -154,3 +156,52 @@ def display_value(result: LabResult, spec: Analyte) -> str:
     if not factor:
         return result.shown
     return f"{result.shown} (= {result.value * factor:.0f} {spec.display_unit})"
+
+
+def _in_unit(result: LabResult, unit: str, spec: Analyte) -> float | None:
+    """The value in `unit`, converting only with the protocol's own factors."""
+    if result.value is None or result.unit is None:
+        return None
+    if result.unit == unit:
+        return result.value
+    factor = spec.conversions.get(result.unit, {}).get(unit)
+    return result.value * factor if factor else None
+
+
+def display_number(result: LabResult, spec: Analyte) -> float | None:
+    """The value in the analyte's display unit, to order results that tie (protocol D10)."""
+    return _in_unit(result, spec.display_unit or result.unit or "", spec)
+
+
+def value_key(result: LabResult) -> tuple[str | None, float | None, bool | None]:
+    """Equal for results that say exactly the same in the same unit (0.369 nmol/L and
+    369 pmol/L, once both are in pmol/L): duplicates of one value count once (protocol D10)."""
+    value = round(result.value, 6) if result.value is not None else None
+    return result.unit, value, result.positive
+
+
+def same_value(a: LabResult, b: LabResult, spec: Analyte) -> bool:
+    """Whether two results that tie for the latest say the same (protocol D10). In one unit
+    only equal values do; across unit families (300 pg/mL and 221 pmol/L) the values in the
+    display unit may differ by the rounding a conversion carries (`same_value_within`). A value
+    that cannot be converted never agrees: a pair the protocol cannot compare is a conflict."""
+    if spec.qualitative:
+        return a.positive == b.positive
+    if a.unit == b.unit:
+        return a.value is not None and b.value is not None and math.isclose(a.value, b.value)
+    unit = spec.display_unit or a.unit or ""
+    first, second = _in_unit(a, unit, spec), _in_unit(b, unit, spec)
+    if first is None or second is None:
+        return False
+    return abs(first - second) < spec.same_value_within or math.isclose(first, second)
+
+
+def disagree(results: list[LabResult], spec: Analyte) -> bool:
+    """Whether results of one time, one per distinct `value_key`, conflict (protocol D10):
+    two distinct values in one unit always do; one value per unit family is compared."""
+    by_unit: dict[str | None, list[LabResult]] = {}
+    for r in results:
+        by_unit.setdefault(r.unit, []).append(r)
+    if any(len(group) > 1 for group in by_unit.values()):
+        return True
+    return not all(same_value(a, b, spec) for a, b in combinations(results, 2))

@@ -71,6 +71,10 @@ def evidence_parameters(plan: Plan) -> list[JSON]:
         params += _evidence(None, [Evidence(therapy.reference, f"B12 therapy: {therapy.label}")])
     for result in a.unusable:
         params += _evidence(None, [Evidence(result.reference, f"unusable: {result.shown}")])
+    for result in a.conflicting:
+        params += _evidence(
+            "D10", [Evidence(result.reference, f"conflicting: {result.shown}", result.date_text)]
+        )
     return params
 
 

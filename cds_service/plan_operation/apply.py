@@ -355,6 +355,12 @@ def care_plan(engine: Engine, plan_definition: JSON, plan: Plan, request: ApplyR
             + "; ".join(f"{r.analyte} {r.shown} ({r.date_text})" for r in a.stale)
             + "."
         )
+    if a.conflicting:
+        notes.append(
+            "Of the same time and disagreeing, so none used: "
+            + "; ".join(f"{r.analyte} {r.shown} ({r.date_text})" for r in a.conflicting)
+            + "."
+        )
     identity = f"{subject}|{plan_definition['id']}|{plan.start.isoformat()}"
     resource: JSON = {
         "resourceType": "CarePlan",

@@ -29,7 +29,7 @@ from cds_service.protocol.model import (
 DATA_DIR = Path(__file__).parent / "data"
 INTRAVENOUS_ROUTE = ("http://snomed.info/sct", "47625008")
 # D-rules that answer with a card of their own (protocol.md section 2).
-CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7", "D8", "D9")
+CARDED_DEFICIENCY_RULES = ("D4", "D6", "D7", "D8", "D9", "D10")
 
 # Keys of the `when` language whose argument names a value set, an analyte or a threshold.
 _VALUE_SET_KEYS = {

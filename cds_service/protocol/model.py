@@ -61,6 +61,10 @@ class Analyte(Strict):
     #: pregnancy test speaks for about the length of a pregnancy).
     applies_for_days: int | None = Field(default=None, ge=1)
     conversions: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: Two results that tie for the latest (protocol D10) agree when, in `display_unit`, they
+    #: differ by less than this after a conversion between unit families: a converted value
+    #: carries the rounding of the factor. Without a conversion they agree only when equal.
+    same_value_within: float = Field(default=0.0, ge=0)
 
 
 class QualitativeReading(Strict):

@@ -95,6 +95,8 @@ class CardBuilder(SafetyCards, OrderCards):
                 out.append(self.no_deficiency_card(plan, new_id))
             if a.unusable or a.stale:
                 out.append(self.unusable_card(plan, new_id))
+            if a.conflicting:
+                out.append(self.conflicting_card(plan, ctx, new_id))
         if a.facts.unreadable_drafts:
             out.append(self.drafts_not_checked_card(plan, new_id))
         if unchecked and about_record:

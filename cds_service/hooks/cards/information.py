@@ -1,12 +1,13 @@
 """Information cards about the record rather than a treatment: D4 (ask for MMA), D7 (very high
-B12), D1 amended (unconfirmed diagnosis: ask for B12), inherited disorders (specialist) and
-results the rules could not use."""
+B12), D1 amended (unconfirmed diagnosis: ask for B12), inherited disorders (specialist),
+results the rules could not use (D9) and latest results that disagree (D10)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from cds_service.clinical.regimen import Plan
+from cds_service.clinical.units import display_value
 from cds_service.hooks.cards.parts import JSON, CardParts, HookContext, evidence_lines, fit
 from cds_service.protocol.model import CardText, CodeEntry, DeficiencyRule
 
@@ -250,4 +251,57 @@ class InformationCards(CardParts):
             new_id,
             citations=rule.citations,
             first_links=[self.rule_link("D9")],
+        )
+
+    def conflicting_card(self, plan: Plan, ctx: HookContext, new_id: Callable[[], str]) -> JSON:
+        """D10: results of one time that disagree are each named, so the clinician sees why
+        nothing was decided from them; a disagreeing B12 gets its repeat test suggested."""
+        a = plan.assessment
+        rule, text = self.deficiency_text("D10")
+        conflicting = a.conflicting
+        analytes = self.protocol.observations.analytes
+        titles = list(dict.fromkeys(self.title_of(r.analyte) for r in conflicting))
+        if len(titles) == 1:
+            values = ", ".join(r.shown for r in conflicting)
+            summary = fit(
+                f"{titles[0]} results of {conflicting[0].date_text} disagree ({values}): "
+                "repeat the test",
+                f"{titles[0]} results of the same time disagree: repeat the test",
+                text.summary,
+            )
+        else:
+            summary = fit(f"Results of the same time disagree: {', '.join(titles)}", text.summary)
+        detail = [
+            text.detail,
+            "",
+            "**Disagree** (same time, none used)",
+            *[
+                f"- {self.title_of(r.analyte)} {display_value(r, analytes[r.analyte])} "
+                f"({r.date_text}, `{r.reference}`)"
+                for r in conflicting
+            ],
+        ]
+        suggestions = []
+        if any(r.analyte == "b12" for r in conflicting):
+            suggestions.append(
+                self.test_suggestion(
+                    plan,
+                    ctx,
+                    new_id,
+                    analytes["b12"].codes[0],
+                    "Vitamin B12, serum",
+                    "Serum vitamin B12 results of the same time disagree",
+                    "Order serum vitamin B12",
+                )
+            )
+        return self.card(
+            plan,
+            "conflicting-results",
+            "warning",
+            summary,
+            detail,
+            new_id,
+            suggestions,
+            citations=rule.citations,
+            first_links=[self.rule_link("D10")],
         )

@@ -219,9 +219,9 @@ class TreatmentCards(CardParts):
         age_note = self.protocol.rules.age_not_recorded
         if age_note and a.facts.age_on(a.day) is None:
             lines.append(age_note)
-        set_aside = [*a.unusable, *a.stale]
+        set_aside = [*a.unusable, *a.stale, *a.conflicting]
         if set_aside:
-            # Named in full on the card of results set aside (D9); here only what they were.
+            # Named in full on their cards (D9, D10); here only what they were.
             names = ", ".join(dict.fromkeys(self.title_of(r.analyte) for r in set_aside))
             lines.append(f"Set aside (see its card): {names}")
         lines.append("Untreated > 3 months risks permanent spinal-cord damage.")
